@@ -1,0 +1,134 @@
+"""build_app: every route and every middleware of the gateway, in one place.
+
+The inference routes are matched by exact path from a dict and served by plain ASGI handlers:
+this is the hot path and it stays free of framework layers. Everything else (health, admin,
+metrics, dashboard) is listed in the same table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import msgspec
+
+from modelplex.server import endpoints
+from modelplex.server.anthropic import DIALECT as ANTHROPIC
+from modelplex.server.http import ASGIApp, Receive, Scope, Send, send_body
+from modelplex.server.openai import DIALECT as OPENAI
+from modelplex.services import Services
+
+log = logging.getLogger("modelplex.app")
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Middleware = Callable[[ASGIApp], ASGIApp]
+_encode = msgspec.json.Encoder().encode
+
+
+def routes(svc: Services) -> dict[tuple[str, str], Handler]:
+    return {
+        ("POST", "/v1/chat/completions"): partial(endpoints.chat, svc, OPENAI),
+        ("POST", "/chat/completions"): partial(endpoints.chat, svc, OPENAI),
+        ("POST", "/v1/messages"): partial(endpoints.chat, svc, ANTHROPIC),
+        ("POST", "/v1/embeddings"): partial(endpoints.embeddings, svc),
+        ("GET", "/v1/models"): partial(_models, svc),
+        ("GET", "/healthz"): _healthz,
+        ("GET", "/readyz"): partial(_readyz, svc),
+    }
+
+
+def middleware(svc: Services) -> list[Middleware]:
+    """Outermost first."""
+    return []
+
+
+def build_app(svc: Services) -> ASGIApp:
+    table = routes(svc)
+    paths = {path for _, path in table}
+
+    async def router(scope: Scope, receive: Receive, send: Send) -> None:
+        handler = table.get((scope["method"], scope["path"]))
+        if handler is not None:
+            await handler(scope, receive, send)
+        elif scope["path"] in paths:
+            await _error(send, 405, "method_not_allowed", f"Method {scope['method']} not allowed.")
+        else:
+            await _error(send, 404, "not_found", f"No route {scope['path']}.")
+
+    app: ASGIApp = router
+    for mw in reversed(middleware(svc)):
+        app = mw(app)
+    inner = app
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await inner(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(svc, receive, send)
+
+    return asgi
+
+
+async def _models(svc: Services, scope: Scope, receive: Receive, send: Send) -> None:
+    anthropic = any(k == b"anthropic-version" for k, _ in scope["headers"])
+    await endpoints.models(svc, ANTHROPIC if anthropic else OPENAI, scope, receive, send)
+
+
+async def _healthz(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_body(send, 200, b'{"status":"ok"}', [])
+
+
+async def _readyz(svc: Services, scope: Scope, receive: Receive, send: Send) -> None:
+    rt = svc.runtime()
+    ready = bool(rt.models) and bool(rt.endpoints)
+    body = _encode(
+        {
+            "status": "ready" if ready else "not ready",
+            "config_generation": svc.holder.generation,
+            "models": len(rt.models),
+            "deployments": len(rt.endpoints),
+            "last_reload_error": svc.holder.last_error,
+        }
+    )
+    await send_body(send, 200 if ready else 503, body, [])
+
+
+async def _error(send: Send, status: int, code: str, message: str) -> None:
+    body = _encode(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    )
+    await send_body(send, status, body, [])
+
+
+async def _watch_config(svc: Services, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if svc.holder.changed_on_disk():
+                svc.holder.reload()
+        except Exception:
+            log.exception("config watcher failed; it keeps watching")
+
+
+async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    if svc.holder.path is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, svc.holder.reload)
+        if svc.runtime().config.server.reload:
+            tasks.append(asyncio.create_task(_watch_config(svc, 1.0)))
+    await send({"type": "lifespan.startup.complete"})
+    message = await receive()
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.remove_signal_handler(signal.SIGHUP)
+    await svc.transport.close()
+    await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,70 @@
+"""Start the gateway: load and check the config, build the services, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import uvicorn
+
+from modelplex.app import build_app
+from modelplex.config.load import load_config
+from modelplex.config.schema import Config
+from modelplex.providers.registry import Registry, load_registry
+from modelplex.runtime import RuntimeHolder, build_runtime, provider_checks
+from modelplex.server.http import ASGIApp
+from modelplex.services import Services
+
+CONFIG_ENV = "MODELPLEX_CONFIG"
+
+
+def services_for(config: Config, registry: Registry, path: Path | None, env: Mapping[str, str]) -> Services:
+    runtime = build_runtime(config, registry, str(path) if path else "<memory>")
+    return Services(holder=RuntimeHolder(runtime, path, env))
+
+
+def load_services(path: Path, env: Mapping[str, str]) -> Services:
+    registry = load_registry()
+    config = load_config(path, env, [provider_checks(registry)])
+    return services_for(config, registry, path, env)
+
+
+def factory() -> ASGIApp:
+    """Entry point of each worker process when serving with several workers."""
+    from modelplex.cli import environment
+
+    env = environment()
+    return build_app(load_services(Path(env[CONFIG_ENV]), env))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    )
+
+
+def run(
+    path: Path, env: Mapping[str, str], *, host: str | None, port: int | None, workers: int | None
+) -> None:
+    svc = load_services(path, env)  # fails fast, before any worker starts, on a bad config
+    server = svc.runtime().config.server
+    _configure_logging(server.log_level)
+    options = {
+        "host": host or server.host,
+        "port": server.port if port is None else port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_level": server.log_level,
+        "timeout_graceful_shutdown": 30,
+    }
+    n = workers or server.workers
+    if n == 1:
+        uvicorn.Server(uvicorn.Config(build_app(svc), **options)).run()  # type: ignore[arg-type]
+        return
+    os.environ[CONFIG_ENV] = str(path.resolve())  # read by each worker's factory()
+    uvicorn.run("modelplex.serve:factory", factory=True, workers=n, **options)  # type: ignore[arg-type]
