@@ -83,6 +83,7 @@ class _Choice(msgspec.Struct):
 
 class _PromptDetails(msgspec.Struct):
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
 
 class _CompletionDetails(msgspec.Struct):
@@ -141,17 +142,20 @@ def usage_from_wire(u: _Usage | None) -> Usage:
         return Usage()
     prompt = u.prompt_tokens or 0
     completion = u.completion_tokens or 0
-    cached = 0
-    if u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens:
-        cached = u.prompt_tokens_details.cached_tokens
-    elif u.prompt_cache_hit_tokens:
+    cached = written = 0
+    details = u.prompt_tokens_details
+    if details is not None:
+        cached = details.cached_tokens or 0
+        written = details.cache_write_tokens or 0
+    if not cached and u.prompt_cache_hit_tokens:
         cached = u.prompt_cache_hit_tokens
     reasoning = 0
     if u.completion_tokens_details is not None and u.completion_tokens_details.reasoning_tokens:
         reasoning = u.completion_tokens_details.reasoning_tokens
     return Usage(
-        input_tokens=max(prompt - cached, 0),
+        input_tokens=max(prompt - cached - written, 0),
         cached_input_tokens=cached,
+        cache_write_tokens=written,
         output_tokens=max(completion - reasoning, 0),
         reasoning_tokens=reasoning,
     )

@@ -177,7 +177,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         if not isinstance(raw, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         wire = msgspec.convert(raw, _Request)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise decode_error(exc) from None
     if not wire.messages:
         raise InvalidRequest("messages: at least one message is required.", param="messages")

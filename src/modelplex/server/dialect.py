@@ -48,6 +48,8 @@ def decode_error(exc: Exception) -> InvalidRequest:
     """A clear 400 for a body that is not JSON or does not match the dialect's schema."""
     if isinstance(exc, RecursionError):
         return InvalidRequest("The request body is nested too deeply.")
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidRequest("The request body is not valid UTF-8.")
     if isinstance(exc, msgspec.ValidationError):
         text = str(exc)
         param = None

@@ -200,7 +200,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         if not isinstance(raw, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         wire = msgspec.convert(raw, _ChatRequest)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise decode_error(exc) from None
     extra = {k: v for k, v in raw.items() if k not in _KNOWN}
     tools = (
@@ -273,7 +273,7 @@ def usage_to_wire(u: Usage) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     }
 
@@ -459,7 +459,7 @@ def _embedding_inputs(value: str | list[Any]) -> list[str] | list[list[int]]:
 def parse_embeddings(body: bytes) -> EmbeddingRequest:
     try:
         wire = _embedding_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise decode_error(exc) from None
     return EmbeddingRequest(
         model=wire.model,

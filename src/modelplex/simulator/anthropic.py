@@ -38,12 +38,15 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
 
 
 def _usage(a: Answer, final: bool) -> dict[str, Any]:
-    return {
+    usage: dict[str, Any] = {
         "input_tokens": max(a.input_total - a.cached - a.cache_write, 0),
         "cache_creation_input_tokens": a.cache_write,
         "cache_read_input_tokens": a.cached,
         "output_tokens": (a.output + a.reasoning) if final else 1,
     }
+    if final and a.reasoning:
+        usage["output_tokens_details"] = {"thinking_tokens": a.reasoning}
+    return usage
 
 
 def _sse(name: str, payload: dict[str, Any]) -> bytes:
