@@ -8,7 +8,7 @@ sum of its requests. Currency conversion is one more single rounding with a deci
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from modelplex.types import Usage
 
@@ -65,15 +65,19 @@ class MicroPrice:
         return round_div(exact, PER_TOKENS)
 
     def worst_case(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        """Upper bound before the answer: every prompt token uncached, every output token at the
-        dearer of output and reasoning price."""
-        exact = prompt_tokens * max(self.input, self.cache_write) + max_output_tokens * max(
-            self.output, self.reasoning
-        )
+        """Upper bound before the answer: every prompt token at the dearest prompt price (uncached,
+        cache read or cache write), every output token at the dearer of output and reasoning price."""
+        prompt_price = max(self.input, self.cached_input, self.cache_write)
+        exact = prompt_tokens * prompt_price + max_output_tokens * max(self.output, self.reasoning)
         return -(-exact // PER_TOKENS)
 
 
 def convert(micro: int, rate: Decimal) -> int:
-    """micro-units of one currency -> micro-units of another at `rate` (target per source)."""
-    value = (Decimal(micro) * rate).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
-    return int(value)
+    """micro-units of one currency -> micro-units of another at `rate` (target per source).
+
+    The product is taken exactly as a ratio of integers: Decimal arithmetic would round it to the
+    context precision (28 digits) before the final rounding, a second rounding that can land on
+    the wrong side of a half.
+    """
+    numerator, denominator = rate.as_integer_ratio()
+    return round_div(micro * numerator, denominator)
