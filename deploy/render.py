@@ -1,0 +1,167 @@
+"""Render the Helm chart into the plain manifests of deploy/kubernetes/, so the two cannot drift.
+
+The chart is rendered by Helm's own template engine (the Go SDK, bound by the `helm-python-sdk`
+package from PyPI, in the `dev` extra), not by a re-implementation. tests/deploy checks that the
+committed files equal a fresh rendering.
+
+    python deploy/render.py            # rewrite deploy/kubernetes/*.yaml
+    python deploy/render.py --check    # exit 1 if they are stale
+    python deploy/render.py --values my-values.yaml --out ./manifests   # your own rendering
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parent
+CHART = DEPLOY / "helm" / "modelplex"
+PLAIN = DEPLOY / "kubernetes"
+RELEASE = "modelplex"
+
+# Helm's install order (pkg/release/util/kind_sorter.go), for the kinds this chart renders.
+KIND_ORDER = [
+    "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodSecurityPolicy",
+    "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList", "ConfigMap", "StorageClass",
+    "PersistentVolume", "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole",
+    "ClusterRoleList", "ClusterRoleBinding", "ClusterRoleBindingList", "Role", "RoleList",
+    "RoleBinding", "RoleBindingList", "Service", "DaemonSet", "Pod", "ReplicationController",
+    "ReplicaSet", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob",
+    "IngressClass", "Ingress", "APIService",
+]  # fmt: skip
+
+# Labels that say "Helm manages this"; untrue of manifests applied with kubectl.
+HELM_ONLY_LABELS = ("helm.sh/chart:", "app.kubernetes.io/managed-by:")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One plain-manifest file: the chart rendered with `values`, keeping one component's objects."""
+
+    file: str
+    component: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    about: str = ""
+
+
+PROFILES = [
+    Profile(
+        "modelplex.yaml",
+        "gateway",
+        about="The gateway: Deployment, Service, ConfigMap, HPA, PodDisruptionBudget, ServiceAccount.\n"
+        "It reads its keys from the Secret modelplex-secrets, which you create (docs/deploy.md).",
+    ),
+    Profile(
+        "redis.yaml",
+        "redis",
+        {"redis": {"enabled": True, "auth": {"existingSecret": "modelplex-redis-auth"}}},
+        "Optional single Redis. Create the Secret modelplex-redis-auth (key: password) first, and put\n"
+        "MODELPLEX_REDIS_URL=redis://:PASSWORD@modelplex-redis:6379/0 in modelplex-secrets.",
+    ),
+    Profile(
+        "postgresql.yaml",
+        "postgresql",
+        {"postgresql": {"enabled": True, "auth": {"existingSecret": "modelplex-postgresql-auth"}}},
+        "Optional single PostgreSQL. Create the Secret modelplex-postgresql-auth (key: password)\n"
+        "first, and put MODELPLEX_POSTGRES_DSN=postgresql://modelplex:PASSWORD@modelplex-postgresql:5432/"
+        "modelplex\nin modelplex-secrets.",
+    ),
+]
+
+
+def render_chart(
+    values: Mapping[str, Any] | None = None, *, release: str = RELEASE, namespace: str = "default"
+) -> dict[str, str]:
+    """The chart's templates rendered by Helm: {template path: text}. NOTES.txt is left out."""
+    import helm_python as helm  # the dev extra; imported late so --help works without it
+
+    # Rendering also validates the values against the chart's values.schema.json.
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(dict(values or {}), name=release, namespace=namespace)
+    return {path: text for path, text in rendered.items() if not path.endswith("NOTES.txt")}
+
+
+def documents(rendered: Mapping[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Split into (template path, YAML text, parsed object), empty documents dropped, in Helm's
+    install order (by kind, then by template path, as `helm template` prints them)."""
+    out = []
+    for path in sorted(rendered):
+        for chunk in rendered[path].split("\n---\n"):
+            obj = yaml.safe_load(chunk)
+            if obj:
+                out.append((path, chunk.strip("\n"), obj))
+    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    out.sort(key=lambda d: (rank.get(d[2]["kind"], len(rank)), d[0]))
+    return out
+
+
+def _plain(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    return "\n".join(line for line in lines if not line.strip().startswith(HELM_ONLY_LABELS))
+
+
+def plain_manifest(profile: Profile, values: Mapping[str, Any] | None = None) -> str:
+    merged = _merge(dict(values or {}), profile.values)
+    docs = [
+        (path, text)
+        for path, text, obj in documents(render_chart(merged))
+        if obj["metadata"]["labels"]["app.kubernetes.io/component"] == profile.component
+    ]
+    about = "".join(f"# {line}\n" for line in profile.about.splitlines())
+    head = (
+        "# Generated by deploy/render.py from the Helm chart deploy/helm/modelplex; do not edit.\n"
+        "# Change the chart, then run `python deploy/render.py`.\n"
+        f"{about}"
+        f"# Apply with: kubectl apply -n NAMESPACE -f {profile.file}\n"
+    )
+    body = "\n".join(f"---\n# Source: {path}\n{_plain(text)}" for path, text in docs)
+    return head + body + "\n"
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def render_all(values: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """{file name: text} of every plain manifest."""
+    return {p.file: plain_manifest(p, values) for p in PROFILES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if deploy/kubernetes/ is stale")
+    parser.add_argument("--values", type=Path, help="a values file layered over the chart's defaults")
+    parser.add_argument("--out", type=Path, default=PLAIN, help="output directory")
+    args = parser.parse_args(argv)
+    values = yaml.safe_load(args.values.read_text()) if args.values else None
+    files = render_all(values)
+    if args.check:
+        stale = [
+            n
+            for n, text in files.items()
+            if not (args.out / n).is_file() or (args.out / n).read_text() != text
+        ]
+        for name in stale:
+            print(f"{args.out / name} is stale: run python deploy/render.py", file=sys.stderr)
+        return 1 if stale else 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (args.out / name).write_text(text)
+        print(f"wrote {args.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
