@@ -59,11 +59,11 @@ def check_config(file: Path) -> None:
     """Validate a config file and print it resolved, secrets redacted."""
     from modelplex.config.load import load_config
     from modelplex.providers.registry import load_registry
-    from modelplex.runtime import provider_checks
+    from modelplex.runtime import config_checks
 
     registry = load_registry()
     try:
-        config = load_config(file, environment(), [provider_checks(registry)])
+        config = load_config(file, environment(), config_checks(registry))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)

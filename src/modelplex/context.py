@@ -55,6 +55,12 @@ class RequestContext:
     status: int = 200
     error: ModelplexError | None = None
     aborted: bool = False  # the client went away
+    route: str | None = None  # the route that chose the model, if any
+    route_reason: str | None = None  # which rule / step chose it
+    first_failure_at: float | None = None  # monotonic, the first failed attempt
+    failover_s: float | None = None  # first failure -> first byte of the answer
+    skipped_events: int = 0  # malformed upstream events skipped
+    resumed: bool = False  # a cut stream was continued by prefill
 
     def overhead_ms(self, now: float | None = None) -> float:
         """Gateway time so far that was not spent waiting on the answering upstream."""

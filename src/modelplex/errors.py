@@ -14,6 +14,7 @@
      │    ├── UpstreamTimeout               connect, first token, idle or total timeout
      │    ├── UpstreamServerError           5xx, 408
      │    ├── UpstreamMalformed             body or event that does not parse
+     │    │    └── SkippedEvent             one undecodable event; the stream goes on
      │    ├── UpstreamRateLimited           429 (carries retry_after)
      │    ├── UpstreamAuthError             401 / 403 with the deployment's credential
      │    ├── UpstreamNotFound              404 model not found upstream
@@ -138,6 +139,10 @@ class UpstreamServerError(UpstreamError):
 
 class UpstreamMalformed(UpstreamError):
     code = "upstream_malformed_response"
+
+
+class SkippedEvent(UpstreamMalformed):
+    """One stream event that does not parse, in a stream that otherwise goes on: skipped, counted."""
 
 
 class UpstreamRateLimited(UpstreamError):

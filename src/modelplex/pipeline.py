@@ -13,8 +13,9 @@ from collections.abc import Callable
 from modelplex.context import RequestContext
 from modelplex.errors import AuthenticationFailed, InvalidRequest, ModelplexError
 from modelplex.routing import execute
-from modelplex.routing.execute import CommittedStream
-from modelplex.routing.plan import plan
+from modelplex.routing.execute import CommittedStream, Policy
+from modelplex.routing.features import embedding_features, features
+from modelplex.routing.plan import Plan, plan
 from modelplex.runtime import Caller, Runtime
 from modelplex.server.dialect import Dialect
 from modelplex.server.http import Scope, header
@@ -30,11 +31,23 @@ async def chat(
         ctx.caller = authenticate(rt, dialect.credential(scope))
         request = dialect.parse_chat(body)
         ctx.model, ctx.stream = request.model, request.stream
-        ctx.deadline = deadline(rt, scope, ctx)
-        candidates = plan(rt, request.model, ctx.caller, svc.rng)
+        f = features(
+            request,
+            ctx.caller,
+            dialect.name,
+            header(scope, b"x-modelplex-tags"),
+            header(scope, b"x-modelplex-task"),
+        )
+        p = plan(rt, svc.health, request.model, ctx.caller, f, svc.rng, time.time())
+        ctx.route, ctx.route_reason, ctx.tags = p.route.name if p.route else None, p.reason, tuple(f.tags)
+        ctx.deadline = deadline(rt, scope, ctx, p)
+        policy = policy_for(rt, p)
         if request.stream:
-            return request, await execute.open_stream(svc.transport, ctx, candidates, request)
-        response = await execute.complete(svc.transport, ctx, candidates, request)
+            stream = await execute.open_stream(
+                rt, svc.transport, svc.health, ctx, p, policy, request, svc.rng
+            )
+            return request, stream
+        response = await execute.complete(rt, svc.transport, svc.health, ctx, p, policy, request, svc.rng)
     except ModelplexError as exc:
         fail(svc, ctx, exc)
         raise
@@ -55,9 +68,12 @@ async def embeddings(
         ctx.caller = authenticate(rt, dialect.credential(scope))
         request = parse(body)
         ctx.model = request.model
-        ctx.deadline = deadline(rt, scope, ctx)
-        candidates = plan(rt, request.model, ctx.caller, svc.rng)
-        response = await execute.embed(svc.transport, ctx, candidates, request)
+        f = embedding_features(request, ctx.caller, dialect.name)
+        p = plan(rt, svc.health, request.model, ctx.caller, f, svc.rng, time.time())
+        ctx.deadline = deadline(rt, scope, ctx, p)
+        response = await execute.embed(
+            rt, svc.transport, svc.health, ctx, p, policy_for(rt, p), request, svc.rng
+        )
     except ModelplexError as exc:
         fail(svc, ctx, exc)
         raise
@@ -74,9 +90,13 @@ def authenticate(rt: Runtime, credential: str | None) -> Caller:
     return caller
 
 
-def deadline(rt: Runtime, scope: Scope, ctx: RequestContext) -> float:
+def deadline(rt: Runtime, scope: Scope, ctx: RequestContext, p: Plan) -> float:
     raw = header(scope, b"x-modelplex-deadline-ms")
-    ms = rt.config.server.default_deadline_ms
+    ms = (
+        p.route.deadline_ms
+        if p.route is not None and p.route.deadline_ms
+        else rt.config.server.default_deadline_ms
+    )
     if raw is not None:
         try:
             ms = int(raw)
@@ -88,6 +108,17 @@ def deadline(rt: Runtime, scope: Scope, ctx: RequestContext) -> float:
         if ms <= 0:
             raise InvalidRequest("x-modelplex-deadline-ms must be positive.", param="x-modelplex-deadline-ms")
     return ctx.started + ms / 1000.0
+
+
+def policy_for(rt: Runtime, p: Plan) -> Policy:
+    defaults = rt.config.routing
+    route = p.route
+    return Policy(
+        retry=route.retry if route is not None and route.retry is not None else defaults.retry,
+        hedge=route.hedge if route is not None and route.hedge is not None else defaults.hedge,
+        continuation=route.continuation if route is not None else defaults.continuation,
+        key=route.name if route is not None else p.model,
+    )
 
 
 def fail(svc: Services, ctx: RequestContext, exc: ModelplexError) -> None:

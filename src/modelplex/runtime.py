@@ -11,12 +11,15 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelplex.config.load import Check, ConfigError, Loc, load_config
-from modelplex.config.schema import Config, Deployment, Model
+from modelplex.config.schema import Config, Deployment, Model, Route
+from modelplex.metering.catalog import Catalog, resolve_price
+from modelplex.metering.cost import MicroPrice
 from modelplex.providers.base import Adapter, Target
 from modelplex.providers.registry import Registry, UnknownProvider
 
@@ -31,7 +34,9 @@ class Caller:
     digest: bytes = field(repr=False)
     team: str
     user: str | None
-    models: frozenset[str] | None  # None: every model
+    models: frozenset[str] | None  # None: every model and route
+    tier: str | None = None
+    key_id: str | None = None  # a virtual key's id; None for keys from the config file
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class Endpoint:
 
     adapter: Adapter
     target: Target
+    price: MicroPrice | None = None  # None: unpriced (metered as unknown, never as 0)
 
     @property
     def name(self) -> str:
@@ -69,6 +75,9 @@ class Runtime:
     models: Mapping[str, ModelEntry]
     hmac_secret: bytes
     keys: Mapping[bytes, Caller] = field(default_factory=dict)
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    # Per route with a complexity step: features -> "send to premium?"
+    complexity: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
     source: str = "<memory>"
 
     def caller_for(self, key: str) -> Caller | None:
@@ -95,11 +104,27 @@ def provider_checks(registry: Registry) -> Check:
     return check
 
 
+def config_checks(registry: Registry) -> list[Check]:
+    from modelplex.routing.rules import check_routes
+
+    return [provider_checks(registry), check_routes]
+
+
 def build_runtime(
-    config: Config, registry: Registry, source: str = "<memory>", hmac_secret: bytes | None = None
+    config: Config,
+    registry: Registry,
+    source: str = "<memory>",
+    hmac_secret: bytes | None = None,
+    catalog: Catalog | None = None,
 ) -> Runtime:
+    from modelplex.routing.complexity_route import build_scorers
+
     endpoints = {
-        d.name: Endpoint(adapter=registry[d.provider], target=registry[d.provider].prepare(d))
+        d.name: Endpoint(
+            adapter=registry[d.provider],
+            target=registry[d.provider].prepare(d),
+            price=resolve_price(d, catalog) if catalog is not None else _config_price(d),
+        )
         for d in config.deployments
     }
     models = {
@@ -118,6 +143,7 @@ def build_runtime(
             digest=digest,
             team=k.team,
             user=k.user,
+            tier=k.tier,
             models=frozenset(k.models) if k.models is not None else None,
         )
         for k in config.keys
@@ -129,20 +155,32 @@ def build_runtime(
         models=models,
         hmac_secret=secret,
         keys=keys,
+        routes={r.name: r for r in config.routes},
+        complexity=build_scorers(config),
         source=source,
     )
+
+
+def _config_price(d: Deployment) -> MicroPrice | None:
+    from modelplex.metering.prices import micro_price
+
+    return micro_price(d.price) if d.price is not None else None
 
 
 class RuntimeHolder:
     """Holds the current Runtime; reloads from its file, keeping the old one on any error."""
 
-    def __init__(self, runtime: Runtime, path: Path | None, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, runtime: Runtime, path: Path | None, env: Mapping[str, str], catalog: Catalog | None = None
+    ) -> None:
         self.current = runtime
         self.path = path
         self._env = env
+        self._catalog = catalog
         self._stamp = _stamp(path) if path else None
         self.generation = 1
         self.last_error: str | None = None
+        self.on_reload: list[Callable[[Runtime], None]] = []
 
     def changed_on_disk(self) -> bool:
         return self.path is not None and _stamp(self.path) != self._stamp
@@ -154,8 +192,8 @@ class RuntimeHolder:
         self._stamp = _stamp(self.path)
         registry = self.current.registry
         try:
-            config = load_config(self.path, self._env, [provider_checks(registry)])
-            runtime = build_runtime(config, registry, str(self.path), self.current.hmac_secret)
+            config = load_config(self.path, self._env, config_checks(registry))
+            runtime = build_runtime(config, registry, str(self.path), self.current.hmac_secret, self._catalog)
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("config reload rejected, the previous config keeps serving\n%s", exc)
@@ -163,6 +201,8 @@ class RuntimeHolder:
         self.current = runtime
         self.generation += 1
         self.last_error = None
+        for hook in self.on_reload:
+            hook(runtime)
         log.info("config reloaded from %s (generation %d)", self.path, self.generation)
         return True
 

@@ -12,22 +12,25 @@ import uvicorn
 from modelplex.app import build_app
 from modelplex.config.load import load_config
 from modelplex.config.schema import Config
+from modelplex.metering.catalog import Catalog, load_catalog
 from modelplex.providers.registry import Registry, load_registry
-from modelplex.runtime import RuntimeHolder, build_runtime, provider_checks
+from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
 from modelplex.server.http import ASGIApp
 from modelplex.services import Services
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 
 
-def services_for(config: Config, registry: Registry, path: Path | None, env: Mapping[str, str]) -> Services:
-    runtime = build_runtime(config, registry, str(path) if path else "<memory>")
-    return Services(holder=RuntimeHolder(runtime, path, env))
+def services_for(config: Config, registry: Registry, path: Path | None, env: Mapping[str, str],
+                 catalog: Catalog | None = None) -> Services:
+    catalog = catalog or load_catalog()
+    runtime = build_runtime(config, registry, str(path) if path else "<memory>", catalog=catalog)
+    return Services(holder=RuntimeHolder(runtime, path, env, catalog))
 
 
 def load_services(path: Path, env: Mapping[str, str]) -> Services:
     registry = load_registry()
-    config = load_config(path, env, [provider_checks(registry)])
+    config = load_config(path, env, config_checks(registry))
     return services_for(config, registry, path, env)
 
 

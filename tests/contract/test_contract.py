@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import LoopThread, Sims
 
+from helpers import LoopThread, Sims
 from modelplex import errors
 from modelplex.config.schema import Config
 from modelplex.context import RequestContext
 from modelplex.providers.registry import load_registry
 from modelplex.routing import execute
-from modelplex.routing.plan import plan
+from modelplex.routing.execute import Policy
+from modelplex.routing.features import embedding_features, features
+from modelplex.routing.health import Health
+from modelplex.routing.plan import Plan, plan
 from modelplex.runtime import build_runtime
 from modelplex.simulator import content
 from modelplex.transport import Transport
@@ -111,24 +114,34 @@ class Harness:
         dep = {"name": "dep", "provider": case.provider, "model": case.model,
                "base_url": case.base_url(self.sim.url), "api_key": "sim-upstream-key",
                "timeouts": {"connect": 2, "first_token": 3, "idle": 3, "total": 10}, **case.extra}
-        config = Config.model_validate({"deployments": [dep], "models": [{"name": "m", "deployments": ["dep"]}]})
+        config = Config.model_validate({"deployments": [dep], "models": [{"name": "m", "deployments": ["dep"]}],
+                                        "routing": {"retry": {"max_attempts_per_deployment": 1}}})
         self.runtime = build_runtime(config, load_registry())
+        self.health = Health(config.routing)
+        self.policy = Policy(retry=config.routing.retry, hedge=config.routing.hedge, continuation=False, key="m")
+        self.rng = random.Random(0)
+
+    def plan(self, request: ChatRequest) -> Plan:
+        return plan(self.runtime, self.health, "m", None, features(request, None, "openai", None, None), self.rng, 0.0)
 
     def behave(self, **settings: Any) -> None:
         self.sim.state.models[self.case.model] = self.sim.state.default.from_mapping(settings)
 
-    def _ctx(self) -> RequestContext:
-        ctx = RequestContext(dialect="test", operation="chat")
+    def _ctx(self, stream: bool) -> RequestContext:
+        ctx = RequestContext(dialect="test", operation="chat", stream=stream)
         ctx.deadline = ctx.started + 10
         return ctx
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        candidates = plan(self.runtime, "m", None, random.Random(0))
-        return await execute.complete(self.transport, self._ctx(), candidates, request)
+        return await execute.complete(self.runtime, self.transport, self.health, self._ctx(stream=False),
+                                      self.plan(request), self.policy, request, self.rng)
+
+    async def open(self, request: ChatRequest) -> execute.CommittedStream:
+        return await execute.open_stream(self.runtime, self.transport, self.health, self._ctx(stream=True),
+                                         self.plan(request), self.policy, request, self.rng)
 
     async def stream(self, request: ChatRequest) -> tuple[list[Any], execute.CommittedStream]:
-        candidates = plan(self.runtime, "m", None, random.Random(0))
-        committed = await execute.open_stream(self.transport, self._ctx(), candidates, request)
+        committed = await self.open(request)
         deltas = [d async for d in committed.deltas()]
         committed.close()
         return deltas, committed
@@ -261,10 +274,7 @@ async def test_stream_error_before_first_token(h: Harness) -> None:
 
 async def test_stream_cut_is_an_interruption(h: Harness) -> None:
     h.behave(script=["cut:4"])
-    candidates = plan(h.runtime, "m", None, random.Random(0))
-    ctx = RequestContext(dialect="test", operation="chat")
-    ctx.deadline = ctx.started + 10
-    committed = await execute.open_stream(h.transport, ctx, candidates, ask(stream=True))
+    committed = await h.open(ask(stream=True))
     with pytest.raises(errors.StreamInterrupted):
         async for _ in committed.deltas():
             pass
@@ -282,8 +292,9 @@ async def test_missing_terminator_still_completes(h: Harness) -> None:
 async def test_embeddings(h: Harness) -> None:
     if not h.case.embeddings:
         pytest.skip(f"{h.case.provider} embeddings are not part of this contract case")
-    candidates = plan(h.runtime, "m", None, random.Random(0))
+    request = EmbeddingRequest(model="m", inputs=["a", "b"])
     ctx = RequestContext(dialect="test", operation="embeddings")
     ctx.deadline = ctx.started + 10
-    response = await execute.embed(h.transport, ctx, candidates, EmbeddingRequest(model="m", inputs=["a", "b"]))
+    p = plan(h.runtime, h.health, "m", None, embedding_features(request, None, "openai"), h.rng, 0.0)
+    response = await execute.embed(h.runtime, h.transport, h.health, ctx, p, h.policy, request, h.rng)
     assert [e.index for e in response.data] == [0, 1] and response.usage.input_tokens > 0

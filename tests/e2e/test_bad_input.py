@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
-from helpers import GATEWAY_KEY, Gateway
 
-import urllib.error
-import urllib.request
+from helpers import GATEWAY_KEY, Gateway
 
 OA = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json"}
 AN = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}

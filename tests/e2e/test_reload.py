@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from helpers import GATEWAY_KEY, Gateway, Sims, base_config, deployment
 
 

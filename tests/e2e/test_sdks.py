@@ -8,6 +8,7 @@ import json
 import anthropic
 import openai
 import pytest
+
 from helpers import GATEWAY_KEY, Gateway, Sims
 
 MODELS = ["oa", "an"]  # served by the OpenAI simulator / the Anthropic simulator

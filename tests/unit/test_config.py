@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from modelplex.cli import main
 from modelplex.config.load import ConfigError, parse_config
 from modelplex.providers.registry import load_registry
-from modelplex.runtime import provider_checks
+from modelplex.runtime import config_checks
 
 GOOD = """\
 server:
@@ -40,7 +40,7 @@ ENV = {"APP_KEY": "sk-app-123456", "OPENAI_API_KEY": "sk-openai-secret", "ANTHRO
 
 
 def parse(text: str, env: dict[str, str] | None = None) -> object:
-    return parse_config(text, "test.yaml", ENV if env is None else env, [provider_checks(load_registry())])
+    return parse_config(text, "test.yaml", ENV if env is None else env, config_checks(load_registry()))
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -149,7 +149,7 @@ def test_init_writes_a_starter_that_validates(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = path.read_text()
     assert "# " in text  # commented
-    config = parse_config(text, str(path), env, [provider_checks(load_registry())])
+    config = parse_config(text, str(path), env, config_checks(load_registry()))
     providers = {d.provider for d in config.deployments}
     assert providers == {"openai", "anthropic"}
     assert any(m.fallbacks for m in config.models)

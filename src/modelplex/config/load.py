@@ -177,6 +177,3 @@ def check_references(config: Config) -> Iterable[tuple[Loc, str]]:
         if secret in key_values:
             yield ("keys", i, "key"), "the same key value is used twice"
         key_values.add(secret)
-        for j, model in enumerate(k.models or []):
-            if model not in models:
-                yield ("keys", i, "models", j), f"unknown model {model!r}"

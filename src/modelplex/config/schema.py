@@ -68,8 +68,111 @@ class Model(Strict):
     name: str = Field(min_length=1)
     deployments: list[str] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
+    # Tried instead when a request is too long for every deployment of this model (known up front)
+    # or a provider answers context_length_exceeded.
+    context_window_fallbacks: list[str] = Field(default_factory=list)
+    # Tried when a provider refuses the request on content policy; without one, the provider's
+    # reason goes back to the caller.
+    content_policy_fallbacks: list[str] = Field(default_factory=list)
     strategy: Literal["ordered", "weighted", "latency", "least_busy", "cheapest", "headroom"] = "ordered"
     description: str | None = None
+
+
+class Retry(Strict):
+    """Retries of the same deployment. Failures that may be retried: DESIGN.md §4."""
+
+    max_attempts_per_deployment: int = Field(2, ge=1, le=3)
+    backoff_base_ms: float = Field(50.0, gt=0)
+    backoff_max_ms: float = Field(1000.0, gt=0)
+    # Retries per deployment stay under this share of its requests (plus the floor), so an
+    # outage never multiplies load.
+    budget_ratio: float = Field(0.2, ge=0, le=1)
+    budget_floor: int = Field(3, ge=0)  # retries always allowed per 10 s window
+
+
+class Breaker(Strict):
+    consecutive_failures: int = Field(5, ge=1)
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(10.0, gt=0)
+    min_requests: int = Field(20, ge=1)  # the ratio applies from this many requests in the window
+    open_s: float = Field(5.0, gt=0)  # before the single half-open probe
+    max_open_s: float = Field(60.0, gt=0)  # open time doubles per failed probe, up to this
+
+
+class Hedge(Strict):
+    enabled: bool = False
+    delay_ms: float | None = Field(None, gt=0)  # None: the first deployment's observed p95 TTFT
+    min_delay_ms: float = Field(50.0, ge=0)
+    max_extra_fraction: float = Field(0.05, ge=0, le=1)  # extra attempts per request, at most
+
+
+class Condition(Strict):
+    """A numeric test: every bound given must hold."""
+
+    lt: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    gte: float | None = None
+    eq: float | None = None
+
+
+class When(Strict):
+    """Conditions on request features; all must hold. Strings match one of a list."""
+
+    prompt_tokens: Condition | None = None
+    prompt_words: Condition | None = None
+    max_tokens: Condition | None = None
+    tools: bool | None = None
+    json_schema: bool | None = None
+    vision: bool | None = None
+    stream: bool | None = None
+    task: str | list[str] | None = None
+    tags_any: list[str] | None = None
+    tags_all: list[str] | None = None
+    team: str | list[str] | None = None
+    tier: str | list[str] | None = None
+    key: str | list[str] | None = None
+    dialect: Literal["openai", "anthropic"] | None = None
+
+
+class Rule(Strict):
+    name: str | None = None
+    when: When
+    model: str
+
+
+class Complexity(Strict):
+    """The learned step: a classifier scores the prompt; above the threshold goes premium."""
+
+    cheap: str
+    premium: str
+    premium_share: float | None = Field(None, gt=0, lt=1)  # calibrate to this share of premium calls
+    quality_floor: float | None = Field(None, gt=0, le=1)  # or to keep this share of premium quality
+    threshold: float | None = None  # or a raw score threshold
+    model_file: str | None = None  # default: the model shipped with modelplex
+
+
+class Route(Strict):
+    """A policy that picks a model per request: `model: <route name>` (e.g. `auto`) invokes it."""
+
+    name: str = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    complexity: Complexity | None = None
+    default: str
+    baseline: str | None = None  # the model counterfactual cost is computed against
+    deadline_ms: int | None = Field(None, gt=0)
+    hedge: Hedge | None = None
+    retry: Retry | None = None
+    continuation: bool = False  # resume a cut stream on a deployment that takes a prefill
+
+
+class Routing(Strict):
+    """Execution defaults for every model and route (a route may override retry and hedge)."""
+
+    retry: Retry = Field(default_factory=Retry)
+    breaker: Breaker = Field(default_factory=Breaker)
+    hedge: Hedge = Field(default_factory=Hedge)
+    continuation: bool = False
 
 
 class Key(Strict):
@@ -77,7 +180,8 @@ class Key(Strict):
     key: SecretStr
     team: str = "default"
     user: str | None = None
-    models: list[str] | None = None  # None: every model
+    tier: str | None = None  # a label rules can route on
+    models: list[str] | None = None  # None: every model and route
 
 
 class Server(Strict):
@@ -97,4 +201,6 @@ class Config(Strict):
     server: Server = Field(default_factory=Server)
     deployments: list[Deployment] = Field(min_length=1)
     models: list[Model] = Field(min_length=1)
+    routes: list[Route] = Field(default_factory=list)
+    routing: Routing = Field(default_factory=Routing)
     keys: list[Key] = Field(default_factory=list)

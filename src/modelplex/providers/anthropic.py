@@ -366,7 +366,7 @@ class AnthropicStreamParser:
         try:
             ev = _event_decoder.decode(event.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise perr.malformed("malformed stream event", event.data) from None
+            raise perr.skipped(event.data) from None
         kind = ev.type
         if kind == "content_block_delta" and ev.delta is not None:
             d = ev.delta

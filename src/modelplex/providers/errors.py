@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from modelplex.errors import (
     ContentPolicyViolation,
     ContextLengthExceeded,
+    SkippedEvent,
     UpstreamError,
     UpstreamMalformed,
     error_for_status,
@@ -84,3 +85,9 @@ def build(
 def malformed(what: str, body: bytes | str) -> UpstreamMalformed:
     sample = body[:200] if isinstance(body, str) else body[:200].decode("utf-8", "replace")
     return UpstreamMalformed(f"{what}: {sample!r}")
+
+
+def skipped(data: bytes | str) -> SkippedEvent:
+    """A stream event that does not decode: the stream skips it and counts it."""
+    sample = data[:200] if isinstance(data, str) else data[:200].decode("utf-8", "replace")
+    return SkippedEvent(f"undecodable stream event: {sample!r}")

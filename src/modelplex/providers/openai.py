@@ -445,7 +445,7 @@ class OpenAIStreamParser:
         try:
             chunk = _completion_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise perr.malformed("malformed stream event", data) from None
+            raise perr.skipped(data) from None
         if chunk.error is not None:
             raise self._adapter._from_error_body(500, {}, chunk.error)
         out: list[Delta] = []

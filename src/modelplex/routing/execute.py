@@ -1,26 +1,51 @@
-"""Execution: try the planned candidates in order within one deadline, until one answers.
+"""Execution: the planned candidates, tried within one deadline under the contract of DESIGN.md §4.
 
-A non-streaming attempt succeeds when a parsed response arrives. A streaming attempt commits when
-its first delta arrives; before that, any failure falls through to the next candidate invisibly.
-After commit, a failure ends the client's stream with `StreamInterrupted`, never a clean end.
+* Each failure is classified by its class flags (errors.py): retry the same deployment (backoff
+  with full jitter, within the per-deployment retry budget, at most `max_attempts_per_deployment`),
+  fall back to the next candidate, or stop and report.
+* A 429 cools its deployment down for Retry-After; the next available candidate goes first, and a
+  cooled-down deployment is tried again only after its Retry-After, and only if that fits.
+* context_length_exceeded moves to larger-context fallback models only; a content-policy refusal
+  moves only to a configured content-policy fallback, else its reason goes back to the caller.
+* No attempt starts that cannot finish: not with less time left than the deployment usually needs.
+* Hedging (opt-in): when the running attempt has no first token after the hedge delay, the next
+  candidate starts too; the first to commit wins, the other is cancelled at once.
+* A stream commits on its first delta; before that every failure falls through invisibly. After,
+  a failure ends it with StreamInterrupted, unless it can resume on a deployment that takes an
+  assistant prefill (continuation), so the client still gets the whole answer, once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from modelplex.config.schema import Hedge, Retry
 from modelplex.context import AttemptRecord, RequestContext
 from modelplex.errors import (
     AllAttemptsFailed,
     AttemptFailure,
+    ContentPolicyViolation,
+    ContextLengthExceeded,
+    SkippedEvent,
     StreamInterrupted,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
 )
 from modelplex.providers.base import StreamParser
-from modelplex.routing.plan import Candidate
+from modelplex.routing import plan as planning
+from modelplex.routing.health import Health
+from modelplex.routing.plan import Candidate, Plan
+from modelplex.runtime import Runtime
 from modelplex.transport import AttemptTimeouts, RawResponse, Transport, UpstreamStream
 from modelplex.types import (
     ChatRequest,
@@ -28,20 +53,30 @@ from modelplex.types import (
     Delta,
     EmbeddingRequest,
     EmbeddingResponse,
+    Message,
+    Text,
     TextDelta,
     ToolCallDelta,
     Usage,
     UsageDelta,
 )
 
-MIN_ATTEMPT_S = 0.01  # an attempt with less time than this left is not started
+MIN_ATTEMPT_S = 0.01  # never start an attempt with less time than this left
 
 
-def timeouts_for(candidate: Candidate, deadline: float, now: float) -> AttemptTimeouts | None:
+@dataclass(frozen=True, slots=True)
+class Policy:
+    retry: Retry
+    hedge: Hedge
+    continuation: bool
+    key: str  # whose hedge budget: the route's or the model's name
+
+
+def timeouts_for(c: Candidate, deadline: float, now: float) -> AttemptTimeouts | None:
     remaining = deadline - now
     if remaining < MIN_ATTEMPT_S:
         return None
-    t = candidate.endpoint.deployment.timeouts
+    t = c.endpoint.deployment.timeouts
     return AttemptTimeouts(
         connect=min(t.connect, remaining),
         first_token=min(t.first_token, remaining),
@@ -50,109 +85,19 @@ def timeouts_for(candidate: Candidate, deadline: float, now: float) -> AttemptTi
     )
 
 
-def _start(ctx: RequestContext, c: Candidate, now: float) -> AttemptRecord:
-    record = AttemptRecord(
-        deployment=c.endpoint.name, provider=c.endpoint.target.provider, model=c.model, started=now
-    )
-    ctx.attempts.append(record)
-    return record
-
-
-def _failed(record: AttemptRecord, exc: UpstreamError, failures: list[AttemptFailure]) -> None:
-    record.ended = time.monotonic()
-    record.outcome = exc.code
-    record.upstream_status = exc.upstream_status
-    record.message = exc.message
-    failures.append(
-        AttemptFailure(
-            deployment=record.deployment, provider=record.provider, error=exc, elapsed_ms=record.elapsed_ms
-        )
-    )
-
-
-def _out_of_time(failures: list[AttemptFailure]) -> AllAttemptsFailed:
-    return AllAttemptsFailed(
-        failures,
-        reason="the request deadline passed before an answer"
-        if failures
-        else "the request deadline passed before any attempt",
-    )
-
-
-async def complete(
-    transport: Transport, ctx: RequestContext, candidates: list[Candidate], request: ChatRequest
-) -> ChatResponse:
-    failures: list[AttemptFailure] = []
-    for c in candidates:
-        now = time.monotonic()
-        t = timeouts_for(c, ctx.deadline, now)
-        if t is None:
-            raise _out_of_time(failures)
-        record = _start(ctx, c, now)
-        adapter, target = c.endpoint.adapter, c.endpoint.target
-        try:
-            up = adapter.chat_request(request, target)
-            raw = await transport.request(up, t, c.endpoint.name, target.deployment.max_connections)
-            if raw.status >= 300:
-                raise adapter.error(raw.status, raw.headers, raw.body)
-            response = adapter.chat_response(raw.body, target)
-        except UpstreamError as exc:
-            _failed(record, exc, failures)
-            if not exc.fallback:
-                break
-            continue
-        record.ended = time.monotonic()
-        record.outcome = "ok"
-        record.upstream_status = raw.status
-        record.usage = response.usage
-        ctx.upstream_s += record.ended - record.started
-        ctx.answered_by = c.endpoint
-        ctx.answered_model = c.model
-        ctx.usage = response.usage
-        return response
-    raise AllAttemptsFailed(failures)
-
-
-async def embed(
-    transport: Transport, ctx: RequestContext, candidates: list[Candidate], request: EmbeddingRequest
-) -> EmbeddingResponse:
-    failures: list[AttemptFailure] = []
-    for c in candidates:
-        now = time.monotonic()
-        t = timeouts_for(c, ctx.deadline, now)
-        if t is None:
-            raise _out_of_time(failures)
-        record = _start(ctx, c, now)
-        adapter, target = c.endpoint.adapter, c.endpoint.target
-        try:
-            up = adapter.embeddings_request(request, target)
-            raw = await transport.request(up, t, c.endpoint.name, target.deployment.max_connections)
-            if raw.status >= 300:
-                raise adapter.error(raw.status, raw.headers, raw.body)
-            response = adapter.embeddings_response(raw.body, target)
-        except UpstreamError as exc:
-            _failed(record, exc, failures)
-            if not exc.fallback:
-                break
-            continue
-        record.ended = time.monotonic()
-        record.outcome = "ok"
-        record.usage = response.usage
-        ctx.upstream_s += record.ended - record.started
-        ctx.answered_by, ctx.answered_model, ctx.usage = c.endpoint, c.model, response.usage
-        return response
-    raise AllAttemptsFailed(failures)
-
-
 @dataclass(slots=True)
-class _Opened:
+class Opened:
+    """A stream that has produced its first delta (or ended right away)."""
+
     stream: UpstreamStream
     parser: StreamParser
     first: list[Delta]
     ended: bool
 
 
-async def _open(transport: Transport, c: Candidate, request: ChatRequest, t: AttemptTimeouts) -> _Opened:
+async def open_stream_attempt(
+    transport: Transport, c: Candidate, request: ChatRequest, t: AttemptTimeouts, on_skip: Callable[[], None]
+) -> Opened:
     adapter, target = c.endpoint.adapter, c.endpoint.target
     up = adapter.chat_request(request, target)
     res = await transport.open_stream(
@@ -164,62 +109,402 @@ async def _open(transport: Transport, c: Candidate, request: ChatRequest, t: Att
     early: list[Delta] = []  # usage reported before the first token (e.g. Anthropic message_start)
     try:
         async for event in res:
-            deltas = parser.feed(event)
+            try:
+                deltas = parser.feed(event)
+            except SkippedEvent:
+                on_skip()
+                continue
             if deltas:
                 early.extend(deltas)
                 if any(not isinstance(d, UsageDelta) for d in deltas):
                     res.first_seen()
-                    return _Opened(res, parser, early, ended=False)
+                    return Opened(res, parser, early, ended=False)
         early.extend(parser.end())
         if any(not isinstance(d, UsageDelta) for d in early):
-            return _Opened(res, parser, early, ended=True)
+            return Opened(res, parser, early, ended=True)
         raise UpstreamMalformed("the stream ended without any content")
     except BaseException:
         res.close()
         raise
 
 
-async def open_stream(
-    transport: Transport, ctx: RequestContext, candidates: list[Candidate], request: ChatRequest
-) -> CommittedStream:
-    failures: list[AttemptFailure] = []
-    for c in candidates:
-        now = time.monotonic()
-        t = timeouts_for(c, ctx.deadline, now)
+class Executor:
+    """One request's attempts."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        transport: Transport,
+        health: Health,
+        ctx: RequestContext,
+        plan: Plan,
+        policy: Policy,
+        rng: random.Random,
+    ) -> None:
+        self.rt, self.transport, self.health, self.ctx = rt, transport, health, ctx
+        self.plan, self.policy, self.rng = plan, policy, rng
+        self.queue: deque[Candidate] = deque(plan.candidates)
+        self.tries: dict[str, int] = {}
+        self.later: list[tuple[float, Candidate]] = []  # cooled down until a time that fits
+        self.failures: list[AttemptFailure] = []
+        self.last: tuple[Candidate, UpstreamError] | None = None
+        self.stopped = False
+
+    # -- choosing the next attempt ------------------------------------------------------------------
+
+    def _min_time(self, c: Candidate) -> float:
+        h = self.health.of(c.endpoint.name)
+        usual = h.ewma_ttft if self.ctx.stream else h.ewma_total
+        return max(MIN_ATTEMPT_S, usual or 0.0)
+
+    def _fits(self, c: Candidate, at: float) -> bool:
+        return at + self._min_time(c) < self.ctx.deadline
+
+    def _backoff(self, attempt: int) -> float:
+        r = self.policy.retry
+        cap = min(r.backoff_max_ms, r.backoff_base_ms * 2 ** (attempt - 1)) / 1000.0
+        return self.rng.uniform(0, cap)  # full jitter
+
+    async def _next(self, wait: bool) -> tuple[Candidate, bool] | None:
+        """The next attempt: (candidate, is it a retry). With wait=False (a hedge) only another
+        candidate that can start right now."""
+        if self.stopped:
+            return None
+        if wait and self.last is not None:
+            c, err = self.last
+            self.last = None
+            name = c.endpoint.name
+            if (
+                err.retry_same
+                and not isinstance(err, UpstreamRateLimited)
+                and self.tries.get(name, 0) < self.policy.retry.max_attempts_per_deployment
+                and self.health.retry_allowed(
+                    name, time.time(), self.policy.retry.budget_ratio, self.policy.retry.budget_floor
+                )
+            ):
+                pause = self._backoff(self.tries[name])
+                if self._fits(c, time.monotonic() + pause):
+                    await asyncio.sleep(pause)
+                    return c, True
+        while self.queue:
+            c = self.queue.popleft()
+            name = c.endpoint.name
+            if self.tries.get(name, 0) >= self.policy.retry.max_attempts_per_deployment:
+                continue
+            now = time.monotonic()
+            if self.health.acquire(name, time.time()):
+                if self._fits(c, now):
+                    return c, name in self.tries
+                continue
+            hint = self.health.wait_hint(name, time.time())
+            if hint > 0 and self._fits(c, now + hint):
+                self.later.append((now + hint, c))
+        while wait and self.later:
+            self.later.sort(key=lambda pair: pair[0])
+            at, c = self.later.pop(0)
+            pause = at - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if self.health.acquire(c.endpoint.name, time.time()) and self._fits(c, time.monotonic()):
+                return c, c.endpoint.name in self.tries
+        return None
+
+    # -- outcomes -----------------------------------------------------------------------------------
+
+    def _failed(self, c: Candidate, record: AttemptRecord, exc: UpstreamError) -> None:
+        record.ended = time.monotonic()
+        record.outcome, record.upstream_status, record.message = exc.code, exc.upstream_status, exc.message
+        self.failures.append(
+            AttemptFailure(
+                deployment=c.endpoint.name,
+                provider=c.endpoint.target.provider,
+                error=exc,
+                elapsed_ms=record.elapsed_ms,
+            )
+        )
+        if self.ctx.first_failure_at is None:
+            self.ctx.first_failure_at = record.ended
+        self.health.failure(c.endpoint.name, exc, time.time())
+        now = time.time()
+        if isinstance(exc, ContextLengthExceeded):
+            self.queue = deque(planning.larger_context(self.rt, self.health, self.plan, c, self.rng, now))
+            self.later.clear()
+            self.stopped = not self.queue
+        elif isinstance(exc, ContentPolicyViolation):
+            self.queue = deque(planning.content_policy(self.rt, self.health, self.plan, c, self.rng, now))
+            self.later.clear()
+            self.stopped = not self.queue
+        elif not exc.fallback:
+            self.stopped = True
+        else:
+            self.last = (c, exc)
+
+    def _give_up(self) -> AllAttemptsFailed:
+        if self.failures:
+            return AllAttemptsFailed(self.failures)
+        if time.monotonic() + MIN_ATTEMPT_S >= self.ctx.deadline:
+            return AllAttemptsFailed([], reason="the request deadline passed before any attempt")
+        waits = [self.health.wait_hint(c.endpoint.name, time.time()) for c in self.plan.candidates]
+        err = AllAttemptsFailed([], reason="every deployment is unavailable (circuit open or cooling down)")
+        err.retry_after = min((w for w in waits if w > 0), default=1.0)
+        return err
+
+    # -- the race -------------------------------------------------------------------------------
+
+    async def _attempt(
+        self,
+        c: Candidate,
+        record: AttemptRecord,
+        retry: bool,
+        work: Callable[[AttemptTimeouts], Awaitable[Any]],
+    ) -> Any:
+        name = c.endpoint.name
+        self.tries[name] = self.tries.get(name, 0) + 1
+        t = timeouts_for(c, self.ctx.deadline, time.monotonic())
         if t is None:
-            raise _out_of_time(failures)
-        record = _start(ctx, c, now)
+            raise UpstreamTimeout("no time left before the deadline", phase="total")
+        self.health.started(name, time.time(), retry)
         try:
-            opened = await _open(transport, c, request, t)
-        except UpstreamError as exc:
-            _failed(record, exc, failures)
-            if not exc.fallback:
-                break
-            continue
-        committed = time.monotonic()
-        record.ttft_s = committed - record.started
-        ctx.upstream_s += record.ttft_s
-        ctx.answered_by, ctx.answered_model = c.endpoint, c.model
-        return CommittedStream(opened, record, ctx)
-    raise AllAttemptsFailed(failures)
+            result = await work(t)
+        except asyncio.CancelledError:
+            self.health.abandoned(name)
+            raise
+        finally:
+            self.health.finished(name)
+        elapsed = time.monotonic() - record.started
+        self.health.success(
+            name, time.time(), elapsed if self.ctx.stream else None, None if self.ctx.stream else elapsed
+        )
+        return result
+
+    async def race(
+        self, work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]], on_loser: Callable[[Any], None]
+    ) -> tuple[Candidate, AttemptRecord, Any]:
+        pending: dict[asyncio.Task[Any], tuple[Candidate, AttemptRecord]] = {}
+        hedge_at: float | None = None
+        self.health.note_request(self.policy.key, time.time())
+        try:
+            while True:
+                if not pending:
+                    step = await self._next(wait=True)
+                    if step is None:
+                        raise self._give_up()
+                    self._launch(pending, step, work, hedge=False)
+                    hedge_at = self._hedge_at(step[0])
+                timeout = max(min(hedge_at or math.inf, self.ctx.deadline) - time.monotonic(), 0.0)
+                done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    hedge_at = None
+                    if time.monotonic() >= self.ctx.deadline:
+                        for task, (c, record) in list(pending.items()):
+                            task.cancel()
+                            del pending[task]
+                            self._failed(
+                                c, record, UpstreamTimeout("the request deadline passed", phase="total")
+                            )
+                        raise AllAttemptsFailed(
+                            self.failures, reason="the request deadline passed before an answer"
+                        )
+                    self._hedge(pending, work)
+                    continue
+                winner = None
+                for task in done:
+                    c, record = pending.pop(task)
+                    exc = task.exception()
+                    if exc is None and winner is None:
+                        winner = (c, record, task.result())
+                    elif exc is None:
+                        self._lost(record, task.result(), on_loser)
+                    elif isinstance(exc, UpstreamError):
+                        self._failed(c, record, exc)
+                    else:
+                        raise exc
+                if winner is not None:
+                    return winner
+        finally:
+            for task, (_, record) in pending.items():
+                task.cancel()  # closes the upstream connection: the loser stops generating
+                self._lost(record, None, on_loser)
+
+    def _launch(
+        self,
+        pending: dict[asyncio.Task[Any], tuple[Candidate, AttemptRecord]],
+        step: tuple[Candidate, bool],
+        work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]],
+        hedge: bool,
+    ) -> None:
+        c, retry = step
+        record = AttemptRecord(
+            deployment=c.endpoint.name,
+            provider=c.endpoint.target.provider,
+            model=c.model,
+            started=time.monotonic(),
+            hedge=hedge,
+        )
+        self.ctx.attempts.append(record)
+        task = asyncio.ensure_future(self._attempt(c, record, retry, lambda t: work(c, t)))
+        pending[task] = (c, record)
+
+    def _hedge_at(self, c: Candidate) -> float | None:
+        h = self.policy.hedge
+        if not h.enabled or not self.queue:
+            return None
+        delay_ms = h.delay_ms
+        if delay_ms is None:
+            p95 = self.health.of(c.endpoint.name).p95_ttft()
+            if p95 is None:
+                return None
+            delay_ms = p95 * 1000.0
+        return time.monotonic() + max(delay_ms, h.min_delay_ms) / 1000.0
+
+    def _hedge(
+        self,
+        pending: dict[asyncio.Task[Any], tuple[Candidate, AttemptRecord]],
+        work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]],
+    ) -> None:
+        if not self.health.hedge_allowed(self.policy.key, time.time(), self.policy.hedge.max_extra_fraction):
+            return
+        step = self._next_now()
+        if step is not None:
+            self.health.note_hedge(self.policy.key, time.time())
+            self._launch(pending, step, work, hedge=True)
+
+    def _next_now(self) -> tuple[Candidate, bool] | None:
+        while self.queue:
+            c = self.queue.popleft()
+            if self.health.acquire(c.endpoint.name, time.time()) and self._fits(c, time.monotonic()):
+                return c, False
+        return None
+
+    def _lost(self, record: AttemptRecord, result: Any, on_loser: Callable[[Any], None]) -> None:
+        """A hedge that lost: the provider processed (and bills) its prompt, metered as waste."""
+        record.outcome, record.ended = "hedge_lost", time.monotonic()
+        record.usage = Usage(input_tokens=self.plan.features.prompt_tokens, estimated=True)
+        if result is not None:
+            on_loser(result)
+
+    def won(self, c: Candidate, record: AttemptRecord) -> None:
+        now = time.monotonic()
+        record.ended = record.ended or now
+        self.ctx.answered_by, self.ctx.answered_model = c.endpoint, c.model
+        self.ctx.upstream_s += now - record.started
+        if self.ctx.first_failure_at is not None:
+            self.ctx.failover_s = now - self.ctx.first_failure_at
+
+
+async def complete(
+    rt: Runtime,
+    transport: Transport,
+    health: Health,
+    ctx: RequestContext,
+    plan: Plan,
+    policy: Policy,
+    request: ChatRequest,
+    rng: random.Random,
+) -> ChatResponse:
+    ex = Executor(rt, transport, health, ctx, plan, policy, rng)
+
+    async def work(c: Candidate, t: AttemptTimeouts) -> ChatResponse:
+        adapter, target = c.endpoint.adapter, c.endpoint.target
+        raw = await transport.request(
+            adapter.chat_request(request, target), t, c.endpoint.name, target.deployment.max_connections
+        )
+        if raw.status >= 300:
+            raise adapter.error(raw.status, raw.headers, raw.body)
+        return adapter.chat_response(raw.body, target)
+
+    c, record, response = await ex.race(work, lambda _: None)
+    ex.won(c, record)
+    record.outcome, record.usage = "ok", response.usage
+    ctx.usage = response.usage
+    return response  # type: ignore[no-any-return]
+
+
+async def embed(
+    rt: Runtime,
+    transport: Transport,
+    health: Health,
+    ctx: RequestContext,
+    plan: Plan,
+    policy: Policy,
+    request: EmbeddingRequest,
+    rng: random.Random,
+) -> EmbeddingResponse:
+    ex = Executor(rt, transport, health, ctx, plan, policy, rng)
+
+    async def work(c: Candidate, t: AttemptTimeouts) -> EmbeddingResponse:
+        adapter, target = c.endpoint.adapter, c.endpoint.target
+        raw = await transport.request(
+            adapter.embeddings_request(request, target), t, c.endpoint.name, target.deployment.max_connections
+        )
+        if raw.status >= 300:
+            raise adapter.error(raw.status, raw.headers, raw.body)
+        return adapter.embeddings_response(raw.body, target)
+
+    c, record, response = await ex.race(work, lambda _: None)
+    ex.won(c, record)
+    record.outcome, record.usage = "ok", response.usage
+    ctx.usage = response.usage
+    return response  # type: ignore[no-any-return]
+
+
+async def open_stream(
+    rt: Runtime,
+    transport: Transport,
+    health: Health,
+    ctx: RequestContext,
+    plan: Plan,
+    policy: Policy,
+    request: ChatRequest,
+    rng: random.Random,
+) -> CommittedStream:
+    ex = Executor(rt, transport, health, ctx, plan, policy, rng)
+
+    def skipped() -> None:
+        ctx.skipped_events += 1
+
+    async def work(c: Candidate, t: AttemptTimeouts) -> Opened:
+        return await open_stream_attempt(transport, c, request, t, skipped)
+
+    def close_loser(opened: Any) -> None:
+        opened.stream.close()
+
+    c, record, opened = await ex.race(work, close_loser)
+    ex.won(c, record)
+    record.ttft_s = time.monotonic() - record.started
+    return CommittedStream(opened, c, record, ex, request)
 
 
 class CommittedStream:
-    """The deltas of the attempt that won, after its first one. Tracks usage as it passes."""
+    """The winning attempt's deltas after its first one; resumes by prefill when allowed."""
 
-    def __init__(self, opened: _Opened, record: AttemptRecord, ctx: RequestContext) -> None:
+    def __init__(
+        self,
+        opened: Opened,
+        candidate: Candidate,
+        record: AttemptRecord,
+        executor: Executor,
+        request: ChatRequest,
+    ) -> None:
         self._opened = opened
+        self.candidate = candidate
         self.record = record
-        self._ctx = ctx
+        self._ex = executor
+        self._request = request
         self.usage = Usage()
         self._saw_usage = False
+        self.text = ""  # what the client has been sent so far, for a continuation prefill
+        self.tool_open = False
         self.output_chars = 0
         self.finished = False
+        self.truncated: Usage | None = None  # estimated usage of a cut attempt we resumed from
 
     def _track(self, d: Delta) -> Delta:
         if isinstance(d, TextDelta):
+            self.text += d.text
             self.output_chars += len(d.text)
         elif isinstance(d, ToolCallDelta):
+            self.tool_open = True
             self.output_chars += len(d.arguments) + len(d.name or "")
         elif isinstance(d, UsageDelta):
             self.usage = self.usage.merge(d.usage)
@@ -230,34 +515,111 @@ class CommittedStream:
         opened = self._opened
         for d in opened.first:
             yield self._track(d)
-        try:
-            if not opened.ended:
-                async for event in opened.stream:
-                    for d in opened.parser.feed(event):
-                        yield self._track(d)
+        while True:
+            try:
+                if not opened.ended:
+                    async for event in opened.stream:
+                        try:
+                            parsed = opened.parser.feed(event)
+                        except SkippedEvent:
+                            self._ex.ctx.skipped_events += 1
+                            continue
+                        for d in parsed:
+                            yield self._track(d)
                 for d in opened.parser.end():
                     yield self._track(d)
-        except UpstreamError as exc:
-            self.record.outcome = exc.code
-            self.record.message = exc.message
-            raise StreamInterrupted(
-                f"upstream {self.record.deployment} failed mid-stream: {exc.message}", exc
-            ) from None
+                break
+            except UpstreamError as exc:
+                resumed = await self._resume(exc)
+                if resumed is None:
+                    self.record.outcome, self.record.message = exc.code, exc.message
+                    raise StreamInterrupted(
+                        f"upstream {self.record.deployment} failed mid-stream: {exc.message}", exc
+                    ) from None
+                opened = resumed
+                for d in opened.first:
+                    yield self._track(d)
         self.finished = True
         self.record.outcome = "ok"
 
-    def close(self) -> None:
+    async def _resume(self, cause: UpstreamError) -> Opened | None:
+        """Continue the answer on a deployment that takes an assistant prefill, or give up."""
+        ex = self._ex
+        if not ex.policy.continuation or self.tool_open or not self.text:
+            return None
+        self.record.outcome, self.record.message = cause.code, cause.message
         self.record.ended = time.monotonic()
+        self._opened.stream.close()
+        self.truncated = Usage(
+            input_tokens=ex.plan.features.prompt_tokens, output_tokens=len(self.text) // 4, estimated=True
+        )
+        prefill = Message(role="assistant", content=[Text(text=self.text)])
+        request = _with(self._request, messages=[*self._request.messages, prefill])
+        options = [self.candidate] + [
+            c for c in ex.plan.candidates if c.endpoint.name != self.candidate.endpoint.name
+        ]
+        for c in options:
+            if not c.endpoint.deployment.capabilities.prefill or not ex.health.available(
+                c.endpoint.name, time.time()
+            ):
+                continue
+            t = timeouts_for(c, ex.ctx.deadline, time.monotonic())
+            if t is None:
+                return None
+            record = AttemptRecord(
+                deployment=c.endpoint.name,
+                provider=c.endpoint.target.provider,
+                model=c.model,
+                started=time.monotonic(),
+            )
+            ex.ctx.attempts.append(record)
+            try:
+                opened = await open_stream_attempt(ex.transport, c, request, t, lambda: None)
+            except UpstreamBadRequest as exc:
+                # Prefill refused: not the caller's problem; the real error is the original cut.
+                record.outcome, record.message, record.ended = exc.code, exc.message, time.monotonic()
+                continue
+            except UpstreamError as exc:
+                record.outcome, record.message, record.ended = exc.code, exc.message, time.monotonic()
+                ex.health.failure(c.endpoint.name, exc, time.time())
+                continue
+            self.candidate, self.record, self._opened = c, record, opened
+            self.usage, self._saw_usage = Usage(), False
+            ex.ctx.answered_by, ex.ctx.answered_model = c.endpoint, c.model
+            ex.ctx.resumed = True
+            return opened
+        return None
+
+    def close(self) -> None:
+        self.record.ended = self.record.ended or time.monotonic()
         if not self.finished and self.record.outcome == "pending":
             self.record.outcome = "cancelled"
         self._opened.stream.close()
 
     def final_usage(self, request: ChatRequest) -> Usage:
-        """The provider's usage, or an estimate (~4 characters a token) marked as such."""
+        """The provider's usage (plus any resumed-from attempt), or an estimate marked as such."""
         if self._saw_usage:
-            return self.usage
-        return Usage(
-            input_tokens=max(len(request.prompt_text()) // 4, 1),
-            output_tokens=max(self.output_chars // 4, 0),
-            estimated=True,
-        )
+            usage = self.usage
+        else:
+            usage = Usage(
+                input_tokens=max(len(request.prompt_text()) // 4, 1),
+                output_tokens=max(self.output_chars // 4, 0),
+                estimated=True,
+            )
+        if self.truncated is not None:
+            t = self.truncated
+            usage = Usage(
+                input_tokens=usage.input_tokens + t.input_tokens,
+                output_tokens=usage.output_tokens + t.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                estimated=True,
+            )
+        return usage
+
+
+def _with(request: ChatRequest, **changes: Any) -> ChatRequest:
+    import msgspec
+
+    return msgspec.structs.replace(request, **changes)
