@@ -46,7 +46,7 @@ def middleware(svc: Services) -> list[Middleware]:
 
 
 def build_app(svc: Services) -> ASGIApp:
-    table = routes(svc)
+    table = {**routes(svc), **svc.routes}
     paths = {path for _, path in table}
 
     async def router(scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,11 +124,17 @@ async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
             loop.add_signal_handler(signal.SIGHUP, svc.holder.reload)
         if svc.runtime().config.server.reload:
             tasks.append(asyncio.create_task(_watch_config(svc, 1.0)))
+    tasks.extend(asyncio.create_task(start()) for start in svc.tasks)
     await send({"type": "lifespan.startup.complete"})
     message = await receive()
     for task in tasks:
         task.cancel()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.remove_signal_handler(signal.SIGHUP)
+    for close in svc.closers:
+        try:
+            await close()
+        except Exception:
+            log.exception("error while shutting down")
     await svc.transport.close()
     await send({"type": "lifespan.shutdown.complete"})

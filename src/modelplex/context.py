@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelplex.errors import ModelplexError
 from modelplex.runtime import Caller, Endpoint
+
+if TYPE_CHECKING:
+    from modelplex.routing.features import Features
 from modelplex.types import Usage
 
 
@@ -61,6 +65,14 @@ class RequestContext:
     failover_s: float | None = None  # first failure -> first byte of the answer
     skipped_events: int = 0  # malformed upstream events skipped
     resumed: bool = False  # a cut stream was continued by prefill
+    features: Features | None = None  # what routing saw of the request (prompt text, task, tags, ...)
+    # Settled money, integer micro-units (metering/meter.py). None: unknown (unpriced or failed).
+    cost_micro: int | None = None  # the answer, in cost_currency (the provider's)
+    cost_currency: str | None = None
+    report_cost_micro: int | None = None  # the answer, in the reporting currency
+    waste_micro: int = 0  # attempts that did not become the answer, reporting currency
+    counterfactual_micro: int | None = None  # the same usage on the route's baseline model
+    unpriced: bool = False  # the answering deployment has no price
 
     def overhead_ms(self, now: float | None = None) -> float:
         """Gateway time so far that was not spent waiting on the answering upstream."""

@@ -40,6 +40,7 @@ async def chat(
         )
         p = plan(rt, svc.health, request.model, ctx.caller, f, svc.rng, time.time())
         ctx.route, ctx.route_reason, ctx.tags = p.route.name if p.route else None, p.reason, tuple(f.tags)
+        ctx.features = f
         ctx.deadline = deadline(rt, scope, ctx, p)
         policy = policy_for(rt, p)
         if request.stream:
@@ -127,11 +128,18 @@ def fail(svc: Services, ctx: RequestContext, exc: ModelplexError) -> None:
     finish(svc, ctx)
 
 
+def abort(svc: Services, ctx: RequestContext) -> None:
+    """The client went away before its answer: record it as aborted (499)."""
+    ctx.aborted, ctx.status = True, 499
+    finish(svc, ctx)
+
+
 def finish(svc: Services, ctx: RequestContext) -> None:
     """Settle and record: runs exactly once per request, when its answer is complete."""
-    ctx_end = time.monotonic()
+    end = time.monotonic()
+    svc.meter.settle(svc.runtime(), ctx)
     for sink in svc.sinks:
-        sink(ctx, ctx_end)
+        sink(ctx, end)
 
 
 def finish_stream(svc: Services, ctx: RequestContext, stream: CommittedStream, request: ChatRequest) -> None:

@@ -3,29 +3,51 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelplex.context import RequestContext
+from modelplex.metering.meter import Meter
 from modelplex.routing.health import Health
 from modelplex.runtime import Runtime, RuntimeHolder
 from modelplex.transport import Transport
 
-# Called once per finished request with its context and the monotonic end time.
+# Called once per finished request, after it is settled, with its context and the monotonic end
+# time. A sink runs on the request path: it must not block (append to a spool, bump a counter).
 Sink = Callable[[RequestContext, float], None]
+Handler = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
 
 
 @dataclass
 class Services:
+    """What a gateway process holds for its lifetime. Optional parts (metrics, the request log,
+    alerts, admin) plug in by adding sinks, routes, background tasks and closers."""
+
     holder: RuntimeHolder
     transport: Transport = field(default_factory=Transport)
     rng: random.Random = field(default_factory=random.Random)
     sinks: list[Sink] = field(default_factory=list)
+    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)  # (method, path) -> ASGI handler
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(
+        default_factory=list
+    )  # run for the process life
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown, in order
     health: Health = field(init=False)
+    meter: Meter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.health = Health(self.holder.current.config.routing)
-        self.holder.on_reload.append(lambda rt: self.health.configure(rt.config.routing))
+        config = self.holder.current.config
+        self.health = Health(config.routing)
+        self.meter = Meter(config.metering)
+        self.holder.on_reload.append(self._reloaded)
+
+    def _reloaded(self, rt: Runtime) -> None:
+        self.health.configure(rt.config.routing)
+        self.meter = Meter(rt.config.metering)
 
     def runtime(self) -> Runtime:
         return self.holder.current

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+from modelplex.config.base import Strict
+from modelplex.config.observability import Alerts, Observability
+from modelplex.config.requestlog import RequestLog
 
 
 class Timeouts(Strict):
@@ -197,10 +197,22 @@ class Server(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class Metering(Strict):
+    """Costs are reported in `currency`; each provider currency converts at its rate (units of
+    `currency` per 1 unit of it). modelplex never fetches rates: set your own."""
+
+    currency: str = "EUR"
+    exchange_rates: dict[str, str] = Field(default_factory=lambda: {"USD": "0.86"})
+
+
 class Config(Strict):
     server: Server = Field(default_factory=Server)
+    metering: Metering = Field(default_factory=Metering)
     deployments: list[Deployment] = Field(min_length=1)
     models: list[Model] = Field(min_length=1)
     routes: list[Route] = Field(default_factory=list)
     routing: Routing = Field(default_factory=Routing)
     keys: list[Key] = Field(default_factory=list)
+    observability: Observability = Field(default_factory=Observability)
+    alerts: Alerts = Field(default_factory=Alerts)
+    request_log: RequestLog = Field(default_factory=RequestLog)

@@ -62,6 +62,7 @@ from modelplex.types import (
 )
 
 MIN_ATTEMPT_S = 0.01  # never start an attempt with less time than this left
+MAX_RESUMES = 2  # continuations of one cut stream, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +175,14 @@ class Executor:
             c, err = self.last
             self.last = None
             name = c.endpoint.name
-            if (
+            if isinstance(err, UpstreamRateLimited):
+                # Tried again only after its Retry-After, and only if nothing else can go first.
+                at = time.monotonic() + self.health.wait_hint(name, time.time())
+                if self.tries.get(name, 0) < self.policy.retry.max_attempts_per_deployment and self._fits(
+                    c, at
+                ):
+                    self.later.append((at, c))
+            elif (
                 err.retry_same
                 and not isinstance(err, UpstreamRateLimited)
                 and self.tries.get(name, 0) < self.policy.retry.max_attempts_per_deployment
@@ -205,6 +213,10 @@ class Executor:
             pause = at - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
+            # The loop may wake a clock tick early: wait out a small remainder of the cooldown.
+            rest = self.health.wait_hint(c.endpoint.name, time.time())
+            if 0 < rest < 0.05:
+                await asyncio.sleep(rest + 0.001)
             if self.health.acquire(c.endpoint.name, time.time()) and self._fits(c, time.monotonic()):
                 return c, c.endpoint.name in self.tries
         return None
@@ -498,6 +510,8 @@ class CommittedStream:
         self.output_chars = 0
         self.finished = False
         self.truncated: Usage | None = None  # estimated usage of a cut attempt we resumed from
+        self.resumes = 0
+        self.refused_prefill: set[str] = set()  # deployments that answered a prefill with a 400
 
     def _track(self, d: Delta) -> Delta:
         if isinstance(d, TextDelta):
@@ -545,8 +559,9 @@ class CommittedStream:
     async def _resume(self, cause: UpstreamError) -> Opened | None:
         """Continue the answer on a deployment that takes an assistant prefill, or give up."""
         ex = self._ex
-        if not ex.policy.continuation or self.tool_open or not self.text:
+        if not ex.policy.continuation or self.tool_open or not self.text or self.resumes >= MAX_RESUMES:
             return None
+        self.resumes += 1
         self.record.outcome, self.record.message = cause.code, cause.message
         self.record.ended = time.monotonic()
         self._opened.stream.close()
@@ -555,14 +570,20 @@ class CommittedStream:
         )
         prefill = Message(role="assistant", content=[Text(text=self.text)])
         request = _with(self._request, messages=[*self._request.messages, prefill])
-        options = [self.candidate] + [
-            c for c in ex.plan.candidates if c.endpoint.name != self.candidate.endpoint.name
-        ]
+        # Another deployment first: the one that just cut is the least likely to finish.
+        options = [c for c in ex.plan.candidates if c.endpoint.name != self.candidate.endpoint.name]
+        options.append(self.candidate)
+        limit = ex.policy.retry.max_attempts_per_deployment
         for c in options:
-            if not c.endpoint.deployment.capabilities.prefill or not ex.health.available(
-                c.endpoint.name, time.time()
+            name = c.endpoint.name
+            if (
+                not c.endpoint.deployment.capabilities.prefill
+                or name in self.refused_prefill
+                or ex.tries.get(name, 0) >= limit
+                or not ex.health.available(name, time.time())
             ):
                 continue
+            ex.tries[name] = ex.tries.get(name, 0) + 1
             t = timeouts_for(c, ex.ctx.deadline, time.monotonic())
             if t is None:
                 return None
@@ -577,6 +598,7 @@ class CommittedStream:
                 opened = await open_stream_attempt(ex.transport, c, request, t, lambda: None)
             except UpstreamBadRequest as exc:
                 # Prefill refused: not the caller's problem; the real error is the original cut.
+                self.refused_prefill.add(name)
                 record.outcome, record.message, record.ended = exc.code, exc.message, time.monotonic()
                 continue
             except UpstreamError as exc:

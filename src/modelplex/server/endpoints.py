@@ -28,13 +28,23 @@ class InternalError(ModelplexError):
     code = "internal_error"
 
 
-def response_headers(ctx: RequestContext) -> RawHeaders:
+def response_headers(ctx: RequestContext, currency: str | None = None) -> RawHeaders:
     headers: RawHeaders = [(b"x-modelplex-request-id", ctx.request_id.encode())]
     if ctx.attempts:
         headers.append((b"x-modelplex-attempts", str(len(ctx.attempts)).encode()))
     if ctx.answered_by is not None:
         headers.append((b"x-modelplex-deployment", ctx.answered_by.name.encode()))
         headers.append((b"x-modelplex-model", (ctx.answered_model or "").encode()))
+    if ctx.route is not None:
+        headers.append((b"x-modelplex-route", f"{ctx.route}; {ctx.route_reason}".encode()))
+    if ctx.failover_s is not None:
+        headers.append((b"x-modelplex-failover-ms", f"{ctx.failover_s * 1000:.1f}".encode()))
+    if currency is not None and ctx.answered_by is not None and ctx.error is None:
+        # Known only once the answer is complete, so set on non-streaming answers.
+        cost = (
+            "unpriced" if ctx.report_cost_micro is None else f"{ctx.report_cost_micro / 1e6:.6f} {currency}"
+        )
+        headers.append((b"x-modelplex-cost", cost.encode()))
     headers.append((b"x-modelplex-overhead-ms", f"{ctx.overhead_ms():.3f}".encode()))
     return headers
 
@@ -56,23 +66,34 @@ async def send_error(
 
 async def chat(svc: Services, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
     ctx = RequestContext(dialect=dialect.name, operation="chat")
+    watch: _Disconnect | None = None
     try:
         body = await read_body(scope, receive, svc.runtime().config.server.max_body_bytes)
+        watch = _Disconnect(receive)
         request, result = await pipeline.chat(svc, ctx, dialect, scope, body)
     except ClientGone:
-        ctx.aborted = True
         return
     except ModelplexError as exc:
         await send_error(svc, ctx, dialect, exc, send)
         return
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if watch is None or not watch.gone or task is None:
+            raise
+        task.uncancel()  # the client went away: its upstream attempts were cancelled with us
+        pipeline.abort(svc, ctx)
+        return
     except Exception:
         log.exception("unexpected error in request %s", ctx.request_id)
-        await send_error(
-            svc, ctx, dialect, InternalError(f"Internal error (request {ctx.request_id})."), send
-        )
+        internal = InternalError(f"Internal error (request {ctx.request_id}).")
+        await send_error(svc, ctx, dialect, internal, send)
         return
+    finally:
+        if watch is not None:
+            watch.stop()
     if isinstance(result, ChatResponse):
-        await send_body(send, 200, dialect.render_chat(result, request, ctx), response_headers(ctx))
+        headers = response_headers(ctx, svc.meter.currency)
+        await send_body(send, 200, dialect.render_chat(result, request, ctx), headers)
         return
     await _stream(svc, ctx, dialect, request, result, receive, send)
 

@@ -273,7 +273,10 @@ def usage_to_wire(u: Usage) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "prompt_tokens_details": {
+            "cached_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+        },
         "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     }
 

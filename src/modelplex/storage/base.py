@@ -24,10 +24,11 @@ Semantics the gateway relies on:
   Invariant: for hard rules, spent + reserved <= cap, except by what settles added beyond their
   own reservations.
   A reservation ends once: the first settle or release wins and later calls are no-ops, except
-  that a settle arriving after the TTL released the reservation still adds its actual amount to
-  `spent` (the money was spent; all of it counts as overshoot). Spend and reservation stay in the
-  period the reservation was made in. Rules naming the same scope and period share one counter
-  (a hard and a soft cap on one spend): the amount is reserved once and checked against each.
+  that a settle arriving after the TTL released the reservation (within one more TTL) still adds
+  its actual amount to `spent` (the money was spent; all of it counts as overshoot). Spend and
+  reservation stay in the period the reservation was made in. Rules naming the same scope and
+  period share one counter (a hard and a soft cap on one spend): the amount is reserved once and
+  checked against each.
 * Rules in one `take`/`add` call name distinct counters (scope, kind, window_s).
 * A backend that cannot reach its server raises `StoreUnavailable`; the caller decides whether
   to fail open or closed.
@@ -242,8 +243,10 @@ class Counters(Protocol):
 
     async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
                       ttl_s: float) -> BudgetDecision:
-        """All-or-nothing over the hard rules (see the module docstring). A reservation id that
-        already exists changes nothing (a retried call) and is reported allowed."""
+        """All-or-nothing over the hard rules (see the module docstring). An id still in use
+        (open, or expired less than one TTL ago) changes nothing and is reported allowed: a
+        retried call. `spent_micro`/`reserved_micro` are after this reservation (or now, when
+        refused)."""
 
     async def settle(self, reservation: str, actual_micro: int, now: float) -> None: ...
 

@@ -1,0 +1,161 @@
+"""Counters in Redis, shared by every worker and replica. Each operation is one Lua script call
+(EVALSHA; see redis_scripts.py for the keys and the logic): atomic on the server, one round trip.
+
+Timeouts are short and nothing is retried (a take or reserve that timed out may have run, so a
+retry could charge twice); any Redis failure raises `StoreUnavailable` and the caller applies its
+fail-open or fail-closed policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from modelplex.storage import redis_scripts
+from modelplex.storage.base import (
+    BudgetDecision,
+    BudgetRule,
+    BudgetState,
+    RateDecision,
+    RateRule,
+    StoreUnavailable,
+)
+from modelplex.storage.counting import (
+    PeriodKeys,
+    budget_counters,
+    budget_lifetime,
+    rate_counter,
+    reservation_lifetime,
+)
+
+DEFAULT_PREFIX = "mpx:"
+DEFAULT_TIMEOUT_S = 0.25
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisCounters:
+    def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._period_keys = PeriodKeys()
+        # register_script computes each SHA once; EVALSHA loads the script only if the server
+        # does not know it yet (first call, or after a restart).
+        self._take = client.register_script(redis_scripts.TAKE)
+        self._acquire = client.register_script(redis_scripts.ACQUIRE)
+        self._release_lease = client.register_script(redis_scripts.RELEASE_LEASE)
+        self._reserve = client.register_script(redis_scripts.RESERVE)
+        self._finish = client.register_script(redis_scripts.FINISH)
+        self._state = client.register_script(redis_scripts.STATE)
+
+    @classmethod
+    async def open(cls, url: str, prefix: str = DEFAULT_PREFIX, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   connect_timeout_s: float | None = None, max_connections: int = 64,
+                   pool_timeout_s: float = 1.0) -> RedisCounters:
+        """Does not connect: a gateway starts while Redis is down and degrades per its policy.
+        Calls beyond `max_connections` in flight wait up to `pool_timeout_s` for a connection."""
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s if connect_timeout_s is None else connect_timeout_s,
+            retry=Retry(NoBackoff(), 0), decode_responses=False)
+        return cls(Redis.from_pool(pool), prefix)
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    # rate windows
+
+    async def take(self, rules: list[RateRule], amounts: list[int], now: float) -> RateDecision:
+        reply = await self._charge(rules, amounts, now, check=True)
+        rejected: int = reply[0]
+        totals: list[int] = reply[2:]
+        if rejected:
+            rule, amount = rules[rejected - 1], amounts[rejected - 1]
+            wait = math.inf if amount > rule.limit else max(0.0, reply[1] + rule.window_s + 1 - now)
+            left = tuple(max(0, r.limit - t) for r, t in zip(rules, totals, strict=True))
+            return RateDecision(False, rule, wait, left)
+        return RateDecision(True, remaining=tuple(
+            max(0, r.limit - t - a) for r, t, a in zip(rules, totals, amounts, strict=True)))
+
+    async def add(self, rules: list[RateRule], amounts: list[int], now: float) -> None:
+        await self._charge(rules, amounts, now, check=False)
+
+    async def _charge(self, rules: list[RateRule], amounts: list[int], now: float, check: bool) -> Any:
+        keys = [f"{self._prefix}w:{rate_counter(r)}" for r in rules]
+        args: list[Any] = [math.floor(now), 1 if check else 0]
+        for rule, amount in zip(rules, amounts, strict=True):
+            args += (rule.limit, rule.window_s, amount)
+        return await self._run(self._take, keys, args)
+
+    # concurrency leases
+
+    async def acquire(
+        self, scopes: list[tuple[str, int]], lease: str, now: float, ttl_s: float
+    ) -> str | None:
+        keys = [f"{self._prefix}c:{scope}" for scope, _ in scopes]
+        args: list[Any] = [lease, repr(now), repr(now + ttl_s), _ms(ttl_s)]
+        args += (limit for _, limit in scopes)
+        full: int = await self._run(self._acquire, keys, args)
+        return scopes[full - 1][0] if full else None
+
+    async def release_lease(self, scopes: list[str], lease: str) -> None:
+        await self._run(self._release_lease, [f"{self._prefix}c:{s}" for s in scopes], [lease])
+
+    # budgets
+
+    async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
+                      ttl_s: float) -> BudgetDecision:
+        if amount_micro < 0:
+            raise ValueError("a reservation is never negative")
+        names, of_rule = budget_counters(rules, now, self._period_keys)
+        lifetimes = [-1] * len(names)
+        for rule, i in zip(rules, of_rule, strict=True):
+            life = budget_lifetime(rule.period, now, ttl_s)
+            if life is not None:
+                lifetimes[i] = max(lifetimes[i], _ms(life))
+        keys = [key for name in names for key in self._budget_keys(name)]
+        keys.append(f"{self._prefix}r:{reservation}")
+        life = reservation_lifetime(ttl_s)
+        args: list[Any] = [reservation, repr(now), amount_micro, repr(now + ttl_s), _ms(life),
+                           json.dumps(names), repr(now + life), *lifetimes]
+        for rule, i in zip(rules, of_rule, strict=True):
+            args += (i + 1, rule.cap_micro, 1 if rule.hard else 0)
+        reply: list[int] = await self._run(self._reserve, keys, args)
+        n = len(names)
+        spent, reserved = reply[2:2 + n], reply[2 + n:]
+        return BudgetDecision(
+            allowed=reply[0] == 1, rejected=rules[reply[1] - 1] if reply[1] else None,
+            spent_micro=tuple(spent[i] for i in of_rule), reserved_micro=tuple(reserved[i] for i in of_rule))
+
+    async def settle(self, reservation: str, actual_micro: int, now: float) -> None:
+        await self._run(self._finish, [f"{self._prefix}r:{reservation}"],
+                        [self._prefix, reservation, 1, actual_micro, repr(now)])
+
+    async def release(self, reservation: str) -> None:
+        await self._run(self._finish, [f"{self._prefix}r:{reservation}"],
+                        [self._prefix, reservation, 0, 0, 0])
+
+    async def budget_state(self, rule: BudgetRule, now: float) -> BudgetState:
+        names, _ = budget_counters([rule], now, self._period_keys)
+        spent, reserved = await self._run(self._state, self._budget_keys(names[0]), [repr(now)])
+        return BudgetState(int(spent), int(reserved))
+
+    def _budget_keys(self, name: str) -> tuple[str, str, str]:
+        p = self._prefix
+        return f"{p}b:{name}", f"{p}h:{name}", f"{p}q:{name}"
+
+    async def close(self) -> None:
+        await self._redis.aclose()
