@@ -85,6 +85,8 @@ class Gateway:
     def __init__(self, config: dict[str, Any], tmp: Path, workers: int = 1, env: dict[str, str] | None = None,
                  name: str = "gateway") -> None:
         self.config_path = tmp / f"{name}.yaml"
+        self._storage = {"sqlite_path": str(tmp / f"{name}.db"), **config.get("storage", {})}
+        config = {**config, "storage": self._storage}
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,6 +119,8 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def write_config(self, config: dict[str, Any] | str) -> None:
+        if not isinstance(config, str):
+            config = {**config, "storage": {**self._storage, **config.get("storage", {})}}
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)

@@ -48,11 +48,18 @@ def middleware(svc: Services) -> list[Middleware]:
 def build_app(svc: Services) -> ASGIApp:
     table = {**routes(svc), **svc.routes}
     paths = {path for _, path in table}
+    admin: list[ASGIApp] = []
 
     async def router(scope: Scope, receive: Receive, send: Send) -> None:
         handler = table.get((scope["method"], scope["path"]))
         if handler is not None:
             await handler(scope, receive, send)
+        elif scope["path"].startswith("/admin/"):
+            if not admin:  # built on first use: the admin API is not on the inference path
+                from modelplex.server.admin import build_admin
+
+                admin.append(build_admin(svc))
+            await admin[0](scope, receive, send)
         elif scope["path"] in paths:
             await _error(send, 405, "method_not_allowed", f"Method {scope['method']} not allowed.")
         else:
@@ -117,6 +124,13 @@ async def _watch_config(svc: Services, interval: float) -> None:
 async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
     message = await receive()
     assert message["type"] == "lifespan.startup"
+    try:
+        for start in svc.startup:
+            await start()
+    except Exception as exc:
+        log.exception("startup failed")
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        return
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
     if svc.holder.path is not None:

@@ -155,8 +155,54 @@ def demo(port: int, duration: float, no_traffic: bool, exit_after: bool) -> None
         asyncio.run(run_demo(port=port, duration=duration, traffic=not no_traffic, exit_after=exit_after))
 
 
+@main.command("export-monitoring")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="deploy",
+    show_default=True,
+    help="Directory to write prometheus/modelplex-rules.yml and grafana/modelplex-dashboard.json under.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Take the alert rules from this config (default: the built-in rules).",
+)
+def export_monitoring(out: Path, config_path: Path | None) -> None:
+    """Write the Prometheus alert rules and the Grafana dashboard, from the same rule definitions."""
+    from modelplex.config.observability import Alerts
+    from modelplex.observability.alerts_export import export
+
+    alerts = Alerts()
+    if config_path is not None:
+        from modelplex.config.load import load_config
+        from modelplex.providers.registry import load_registry
+        from modelplex.runtime import config_checks
+
+        try:
+            alerts = load_config(config_path, environment(), config_checks(load_registry())).alerts
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+    for path in export(out, alerts):
+        click.echo(f"wrote {path}")
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
+
+
+def _register_admin() -> None:
+    from modelplex.cli_admin import keys, teams, users
+
+    main.add_command(keys)
+    main.add_command(teams)
+    main.add_command(users)
+
+
+_register_admin()
 
 
 if __name__ == "__main__":

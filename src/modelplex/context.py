@@ -11,6 +11,7 @@ from modelplex.errors import ModelplexError
 from modelplex.runtime import Caller, Endpoint
 
 if TYPE_CHECKING:
+    from modelplex.limits.admission import Ticket
     from modelplex.routing.features import Features
 from modelplex.types import Usage
 
@@ -66,6 +67,7 @@ class RequestContext:
     skipped_events: int = 0  # malformed upstream events skipped
     resumed: bool = False  # a cut stream was continued by prefill
     features: Features | None = None  # what routing saw of the request (prompt text, task, tags, ...)
+    ticket: Ticket | None = None  # what admission took, settled at the end
     # Settled money, integer micro-units (metering/meter.py). None: unknown (unpriced or failed).
     cost_micro: int | None = None  # the answer, in cost_currency (the provider's)
     cost_currency: str | None = None

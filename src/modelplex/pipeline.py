@@ -10,17 +10,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from modelplex.context import RequestContext
-from modelplex.errors import AuthenticationFailed, InvalidRequest, ModelplexError
+from modelplex.errors import InvalidRequest, ModelplexError
+from modelplex.limits.admission import Ticket
 from modelplex.routing import execute
 from modelplex.routing.execute import CommittedStream, Policy
 from modelplex.routing.features import embedding_features, features
 from modelplex.routing.plan import Plan, plan
-from modelplex.runtime import Caller, Runtime
+from modelplex.runtime import Runtime
 from modelplex.server.dialect import Dialect
 from modelplex.server.http import Scope, header
 from modelplex.services import Services
 from modelplex.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+EMPTY_TICKET = Ticket()
 
 
 async def chat(
@@ -28,7 +33,7 @@ async def chat(
 ) -> tuple[ChatRequest, ChatResponse | CommittedStream]:
     rt = svc.runtime()
     try:
-        ctx.caller = authenticate(rt, dialect.credential(scope))
+        ctx.caller = await svc.keys.authenticate(rt, dialect.credential(scope))
         request = dialect.parse_chat(body)
         ctx.model, ctx.stream = request.model, request.stream
         f = features(
@@ -43,6 +48,9 @@ async def chat(
         ctx.features = f
         ctx.deadline = deadline(rt, scope, ctx, p)
         policy = policy_for(rt, p)
+        ctx.ticket = await admit(svc, rt, ctx, p)
+        if ctx.ticket is not None and ctx.ticket.max_tokens is not None and request.max_tokens is None:
+            request = msgspec.structs.replace(request, max_tokens=ctx.ticket.max_tokens)
         if request.stream:
             stream = await execute.open_stream(
                 rt, svc.transport, svc.health, ctx, p, policy, request, svc.rng
@@ -66,12 +74,13 @@ async def embeddings(
 ) -> EmbeddingResponse:
     rt = svc.runtime()
     try:
-        ctx.caller = authenticate(rt, dialect.credential(scope))
+        ctx.caller = await svc.keys.authenticate(rt, dialect.credential(scope))
         request = parse(body)
         ctx.model = request.model
         f = embedding_features(request, ctx.caller, dialect.name)
         p = plan(rt, svc.health, request.model, ctx.caller, f, svc.rng, time.time())
         ctx.deadline = deadline(rt, scope, ctx, p)
+        ctx.ticket = await admit(svc, rt, ctx, p)
         response = await execute.embed(
             rt, svc.transport, svc.health, ctx, p, policy_for(rt, p), request, svc.rng
         )
@@ -82,13 +91,11 @@ async def embeddings(
     return response
 
 
-def authenticate(rt: Runtime, credential: str | None) -> Caller:
-    if not credential:
-        raise AuthenticationFailed("Missing API key. Send it as `Authorization: Bearer <key>`.")
-    caller = rt.caller_for(credential)
-    if caller is None:
-        raise AuthenticationFailed("Invalid API key.")
-    return caller
+async def admit(svc: Services, rt: Runtime, ctx: RequestContext, p: Plan) -> Ticket | None:
+    """Rate limits, concurrency and the budget reservation, all or nothing."""
+    if svc.admission is None:
+        return None
+    return await svc.admission.admit(rt, ctx, p)
 
 
 def deadline(rt: Runtime, scope: Scope, ctx: RequestContext, p: Plan) -> float:
@@ -137,9 +144,12 @@ def abort(svc: Services, ctx: RequestContext) -> None:
 def finish(svc: Services, ctx: RequestContext) -> None:
     """Settle and record: runs exactly once per request, when its answer is complete."""
     end = time.monotonic()
-    svc.meter.settle(svc.runtime(), ctx)
+    rt = svc.runtime()
+    svc.meter.settle(rt, ctx)
     for sink in svc.sinks:
         sink(ctx, end)
+    if svc.admission is not None:
+        svc.admission.settle_later(rt, ctx.ticket or EMPTY_TICKET, ctx)
 
 
 def finish_stream(svc: Services, ctx: RequestContext, stream: CommittedStream, request: ChatRequest) -> None:

@@ -22,6 +22,7 @@ from modelplex.metering.catalog import Catalog, resolve_price
 from modelplex.metering.cost import MicroPrice
 from modelplex.providers.base import Adapter, Target
 from modelplex.providers.registry import Registry, UnknownProvider
+from modelplex.storage.base import BudgetSpec
 
 log = logging.getLogger("modelplex.config")
 
@@ -37,6 +38,10 @@ class Caller:
     models: frozenset[str] | None  # None: every model and route
     tier: str | None = None
     key_id: str | None = None  # a virtual key's id; None for keys from the config file
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+    budgets: tuple[BudgetSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,9 @@ def build_runtime(
             user=k.user,
             tier=k.tier,
             models=frozenset(k.models) if k.models is not None else None,
+            rpm=k.rpm,
+            tpm=k.tpm,
+            concurrency=k.concurrency,
         )
         for k in config.keys
     }

@@ -12,6 +12,7 @@ import uvicorn
 from modelplex.app import build_app
 from modelplex.config.load import load_config
 from modelplex.config.schema import Config
+from modelplex.limits.secret import resolve_hmac_secret
 from modelplex.metering.catalog import Catalog, load_catalog
 from modelplex.providers.registry import Registry, load_registry
 from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
@@ -19,13 +20,16 @@ from modelplex.server.http import ASGIApp
 from modelplex.services import Services
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
+WORKERS_ENV = "MODELPLEX_WORKERS"
 
 
 def services_for(config: Config, registry: Registry, path: Path | None, env: Mapping[str, str],
                  catalog: Catalog | None = None) -> Services:
     catalog = catalog or load_catalog()
-    runtime = build_runtime(config, registry, str(path) if path else "<memory>", catalog=catalog)
-    return Services(holder=RuntimeHolder(runtime, path, env, catalog))
+    runtime = build_runtime(config, registry, str(path) if path else "<memory>", resolve_hmac_secret(config),
+                            catalog=catalog)
+    svc = Services(holder=RuntimeHolder(runtime, path, env, catalog))
+    return svc
 
 
 def load_services(path: Path, env: Mapping[str, str]) -> Services:
@@ -39,7 +43,9 @@ def factory() -> ASGIApp:
     from modelplex.cli import environment
 
     env = environment()
-    return build_app(load_services(Path(env[CONFIG_ENV]), env))
+    svc = load_services(Path(env[CONFIG_ENV]), env)
+    svc.workers = int(env.get(WORKERS_ENV, "1"))
+    return build_app(svc)
 
 
 def _configure_logging(level: str) -> None:
@@ -70,4 +76,5 @@ def run(
         uvicorn.Server(uvicorn.Config(build_app(svc), **options)).run()  # type: ignore[arg-type]
         return
     os.environ[CONFIG_ENV] = str(path.resolve())  # read by each worker's factory()
+    os.environ[WORKERS_ENV] = str(n)
     uvicorn.run("modelplex.serve:factory", factory=True, workers=n, **options)  # type: ignore[arg-type]

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelplex.context import RequestContext
+from modelplex.limits.admission import Admission
+from modelplex.limits.keys import KeyResolver
 from modelplex.metering.meter import Meter
 from modelplex.routing.health import Health
 from modelplex.runtime import Runtime, RuntimeHolder
+from modelplex.storage.factory import Stores, open_stores
 from modelplex.transport import Transport
 
 # Called once per finished request, after it is settled, with its context and the monotonic end
@@ -36,6 +39,11 @@ class Services:
         default_factory=list
     )  # run for the process life
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown, in order
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before serving, in order
+    workers: int = 1
+    stores: Stores | None = None  # opened at startup
+    keys: KeyResolver = field(default_factory=lambda: KeyResolver(None))
+    admission: Admission | None = None  # set at startup
     health: Health = field(init=False)
     meter: Meter = field(init=False)
 
@@ -44,6 +52,18 @@ class Services:
         self.health = Health(config.routing)
         self.meter = Meter(config.metering)
         self.holder.on_reload.append(self._reloaded)
+        self.startup.insert(0, self._open_stores)
+
+    async def _open_stores(self) -> None:
+        config = self.holder.current.config
+        self.stores = await open_stores(config.storage, self.workers)
+        self.keys = KeyResolver(self.stores.keys)
+        self.admission = Admission(self.stores.counters, self.stores.ledger, self.keys, config.admission,
+                                   config.storage.reservation_ttl_s, lambda: self.meter)
+        admission = self.admission
+        self.tasks.append(admission.run)
+        self.closers.append(admission.close)
+        self.closers.append(self.stores.close)
 
     def _reloaded(self, rt: Runtime) -> None:
         self.health.configure(rt.config.routing)

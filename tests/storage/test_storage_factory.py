@@ -42,6 +42,10 @@ def test_settings_are_strict_and_frozen() -> None:
 
 def test_settings_pick_backends_by_name() -> None:
     assert backend_names(StorageSettings(backend="memory")) == ("memory", "memory")
+    # Counters: in-process for one worker, SQLite shared by the workers of one machine, else Redis.
+    assert backend_names(StorageSettings()) == ("sqlite", "memory")
+    assert backend_names(StorageSettings(), workers=2) == ("sqlite", "sqlite")
+    assert backend_names(StorageSettings(counters="sqlite")) == ("sqlite", "sqlite")
     assert backend_names(StorageSettings(redis_url="redis://r")) == ("sqlite", "redis")
     assert backend_names(StorageSettings(postgres_dsn="postgresql://p", redis_url="redis://r")) == (
         "postgres", "redis")
@@ -57,7 +61,7 @@ async def test_open_memory_stores() -> None:
 
 
 async def test_open_sqlite_stores(tmp_path: Path) -> None:
-    stores = await open_stores(StorageSettings(sqlite_path=str(tmp_path / "gw.db")))
+    stores = await open_stores(StorageSettings(sqlite_path=str(tmp_path / "gw.db")), workers=2)
     assert isinstance(stores.keys, SqliteKeyStore) and isinstance(stores.ledger, SqliteLedger)
     assert isinstance(stores.counters, SqliteCounters)
     assert (await stores.counters.take([RateRule("k", "rpm", 1)], [1], NOW)).allowed

@@ -7,8 +7,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from modelplex.config.base import Strict
+from modelplex.config.limits import Admission, BudgetRule, LimitRule
 from modelplex.config.observability import Alerts, Observability
 from modelplex.config.requestlog import RequestLog
+from modelplex.storage.factory import StorageSettings
 
 
 class Timeouts(Strict):
@@ -182,6 +184,9 @@ class Key(Strict):
     user: str | None = None
     tier: str | None = None  # a label rules can route on
     models: list[str] | None = None  # None: every model and route
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, gt=0)
 
 
 class Server(Strict):
@@ -213,6 +218,10 @@ class Config(Strict):
     routes: list[Route] = Field(default_factory=list)
     routing: Routing = Field(default_factory=Routing)
     keys: list[Key] = Field(default_factory=list)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: list[LimitRule] = Field(default_factory=list)
+    budgets: list[BudgetRule] = Field(default_factory=list)
+    admission: Admission = Field(default_factory=Admission)
     observability: Observability = Field(default_factory=Observability)
     alerts: Alerts = Field(default_factory=Alerts)
     request_log: RequestLog = Field(default_factory=RequestLog)

@@ -25,11 +25,15 @@ class StorageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["memory", "sqlite"] = "sqlite"
+    # Limit and budget counters: "auto" is Redis when redis_url is set, else the in-process memory
+    # backend for one worker and SQLite (shared by the workers of one machine) for several.
+    counters: Literal["auto", "memory", "sqlite", "redis"] = "auto"
     sqlite_path: str = "modelplex.db"
     redis_url: str | None = None
     redis_prefix: str = "mpx:"
     redis_timeout_s: float = Field(0.25, gt=0)  # socket and connect timeout of every Redis call
     postgres_dsn: str | None = None
+    postgres_schema: str | None = None  # a schema of its own in a shared database; created if missing
     reservation_ttl_s: float = Field(600.0, gt=0)  # TTL the gateway gives a budget reservation
 
 
@@ -74,7 +78,7 @@ async def _postgres_records(settings: StorageSettings, out: _Opened) -> None:
     from modelplex.storage.postgres import PostgresKeyStore, PostgresLedger, open_pool
 
     assert settings.postgres_dsn is not None
-    pool = await open_pool(settings.postgres_dsn)
+    pool = await open_pool(settings.postgres_dsn, settings.postgres_schema)
     out.keys, out.ledger = PostgresKeyStore(pool, owns_pool=False), PostgresLedger(pool, owns_pool=False)
     out.on_close.append(pool.close)
 
@@ -110,15 +114,20 @@ COUNTER_BACKENDS: dict[str, Opener] = {
 }
 
 
-def backend_names(settings: StorageSettings) -> tuple[str, str]:
+def backend_names(settings: StorageSettings, workers: int = 1) -> tuple[str, str]:
     """(keys + ledger backend, counters backend) the settings select."""
     records = "postgres" if settings.postgres_dsn else settings.backend
-    counters = "redis" if settings.redis_url else settings.backend
+    counters = settings.counters
+    if counters == "auto":
+        if settings.redis_url:
+            counters = "redis"
+        else:
+            counters = "sqlite" if workers > 1 and settings.backend == "sqlite" else "memory"
     return records, counters
 
 
-async def open_stores(settings: StorageSettings) -> Stores:
-    records, counters = backend_names(settings)
+async def open_stores(settings: StorageSettings, workers: int = 1) -> Stores:
+    records, counters = backend_names(settings, workers)
     out = _Opened()
     try:
         await RECORD_BACKENDS[records](settings, out)

@@ -66,6 +66,8 @@ async def open_pool(dsn: str, schema: str | None = None, min_size: int = 1, max_
     """A pool whose connections use `schema`, with the schema migrated to the current version.
     `timeout_s` bounds connecting and every statement (then StoreUnavailable)."""
     settings = None if schema is None else {"search_path": schema}
+    if schema is not None:
+        await _create_schema(dsn, schema, timeout_s)
     try:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings,
                                          timeout=timeout_s, command_timeout=timeout_s)
@@ -77,6 +79,18 @@ async def open_pool(dsn: str, schema: str | None = None, min_size: int = 1, max_
         await pool.close()
         raise
     return pool
+
+
+async def _create_schema(dsn: str, schema: str, timeout_s: float) -> None:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
+    try:
+        quoted = '"' + schema.replace('"', '""') + '"'
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+    finally:
+        await conn.close()
 
 
 async def _migrate(pool: Any) -> None:
