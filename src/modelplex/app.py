@@ -20,6 +20,7 @@ from modelplex.server import endpoints
 from modelplex.server.anthropic import DIALECT as ANTHROPIC
 from modelplex.server.http import ASGIApp, Receive, Scope, Send, send_body
 from modelplex.server.openai import DIALECT as OPENAI
+from modelplex.server.shed import shedding
 from modelplex.services import Services
 
 log = logging.getLogger("modelplex.app")
@@ -42,7 +43,7 @@ def routes(svc: Services) -> dict[tuple[str, str], Handler]:
 
 def middleware(svc: Services) -> list[Middleware]:
     """Outermost first."""
-    return []
+    return [shedding(svc.shedder)]
 
 
 def build_app(svc: Services) -> ASGIApp:
@@ -91,10 +92,10 @@ async def _healthz(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _readyz(svc: Services, scope: Scope, receive: Receive, send: Send) -> None:
     rt = svc.runtime()
-    ready = bool(rt.models) and bool(rt.endpoints)
+    ready = bool(rt.models) and bool(rt.endpoints) and not svc.draining
     body = _encode(
         {
-            "status": "ready" if ready else "not ready",
+            "status": "draining" if svc.draining else ("ready" if ready else "not ready"),
             "config_generation": svc.holder.generation,
             "models": len(rt.models),
             "deployments": len(rt.endpoints),
@@ -121,6 +122,30 @@ async def _watch_config(svc: Services, interval: float) -> None:
             log.exception("config watcher failed; it keeps watching")
 
 
+def _drain_on_sigterm(
+    svc: Services, loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]]
+) -> None:
+    """SIGTERM: readiness fails at once; after drain_delay_s hand the signal to the server, which
+    stops accepting and waits up to its graceful-shutdown timeout for requests and streams."""
+    server_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(server_handler):
+        return
+
+    async def drain() -> None:
+        delay = svc.runtime().config.server.drain_delay_s
+        log.info("SIGTERM: draining (readiness off, still serving for %.1fs)", delay)
+        await asyncio.sleep(delay)
+        server_handler(signal.SIGTERM, None)
+
+    def on_sigterm() -> None:
+        if not svc.draining:
+            svc.draining = True
+            tasks.append(asyncio.ensure_future(drain()))
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+
 async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
     message = await receive()
     assert message["type"] == "lifespan.startup"
@@ -139,12 +164,14 @@ async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
         if svc.runtime().config.server.reload:
             tasks.append(asyncio.create_task(_watch_config(svc, 1.0)))
     tasks.extend(asyncio.create_task(start()) for start in svc.tasks)
+    _drain_on_sigterm(svc, loop, tasks)
     await send({"type": "lifespan.startup.complete"})
     message = await receive()
     for task in tasks:
         task.cancel()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.remove_signal_handler(signal.SIGHUP)
+        loop.remove_signal_handler(signal.SIGTERM)
     for close in svc.closers:
         try:
             await close()

@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,6 @@ from rich.table import Table
 from modelplex.app import build_app
 from modelplex.config.schema import Config
 from modelplex.context import RequestContext
-from modelplex.metering.prices import micro_price
 from modelplex.providers.registry import load_registry
 from modelplex.serve import services_for
 from modelplex.simulator.server import ProviderSpec, SimProvider
@@ -33,7 +33,7 @@ from modelplex.simulator.server import ProviderSpec, SimProvider
 DEMO_KEY = "sk-modelplex-demo-key"
 
 
-def demo_config(openai_url: str, anthropic_url: str, port: int) -> dict[str, Any]:
+def demo_config(openai_url: str, anthropic_url: str, port: int, state_dir: str) -> dict[str, Any]:
     sim_openai = {
         "provider": "openai",
         "base_url": f"{openai_url}/v1",
@@ -48,6 +48,8 @@ def demo_config(openai_url: str, anthropic_url: str, port: int) -> dict[str, Any
     }
     return {
         "server": {"host": "127.0.0.1", "port": port, "reload": False},
+        # The embedded default: keys, counters and the ledger in one SQLite file (here a temp dir).
+        "storage": {"backend": "sqlite", "sqlite_path": f"{state_dir}/modelplex-demo.db"},
         "keys": [{"name": "demo", "key": DEMO_KEY, "team": "demo"}],
         "deployments": [
             {
@@ -103,13 +105,9 @@ class Collector:
     """Gateway-side record of every finished request, for the summary."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    prices: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, ctx: RequestContext, end: float) -> None:
         dep = ctx.answered_by
-        cost = None
-        if dep is not None and ctx.usage is not None and dep.deployment.price is not None:
-            cost = micro_price(dep.deployment.price).cost(ctx.usage)
         self.rows.append(
             {
                 "provider": dep.target.provider if dep else "-",
@@ -117,7 +115,7 @@ class Collector:
                 "status": ctx.status if not ctx.aborted else 499,
                 "latency": end - ctx.started,
                 "attempts": len(ctx.attempts),
-                "cost": cost,
+                "cost": ctx.report_cost_micro,
                 "stream": ctx.stream,
             }
         )
@@ -222,28 +220,25 @@ async def _traffic(base: str, duration: float, console: Console) -> int:
             task = progress.add_task("traffic", total=total, last="")
 
             async def one() -> None:
-                nonlocal sent
                 label, url, body, headers = rng.choice(mix)
                 async with session.post(url, json=body, headers=headers) as resp:
                     await resp.read()
                     dep = resp.headers.get("x-modelplex-deployment", "-")
-                    sent += 1
                     progress.update(task, advance=1, last=f"{label} → {resp.status} via {dep}")
 
-            workers = []
-            for _ in range(4):
+            async def worker() -> None:
+                nonlocal sent
+                while time.monotonic() < deadline and sent < total:
+                    sent += 1  # counted before the await, so the workers never overshoot the total
+                    with contextlib.suppress(aiohttp.ClientError):
+                        await one()
 
-                async def worker() -> None:
-                    while time.monotonic() < deadline and sent < total:
-                        with contextlib.suppress(aiohttp.ClientError):
-                            await one()
-
-                workers.append(asyncio.create_task(worker()))
+            workers = [asyncio.create_task(worker()) for _ in range(4)]
             await asyncio.gather(*workers)
     return sent
 
 
-def _summary(console: Console, rows: list[dict[str, Any]]) -> None:
+def _summary(console: Console, rows: list[dict[str, Any]], currency: str) -> None:
     ok = [r for r in rows if r["status"] < 400]
     lat = [r["latency"] * 1000 for r in ok]
     table = Table(title="modelplex demo: what the gateway saw")
@@ -259,7 +254,7 @@ def _summary(console: Console, rows: list[dict[str, Any]]) -> None:
     )
     console.print(table)
     per = Table(title="per provider (answered requests)")
-    for col in ("provider", "requests", "cost USD", "cost per request USD"):
+    for col in ("provider", "requests", f"cost {currency}", f"cost per request {currency}"):
         per.add_column(col, justify="right")
     providers = sorted({r["provider"] for r in ok})
     for p in providers:
@@ -307,7 +302,8 @@ async def run_demo(port: int, duration: float, traffic: bool, exit_after: bool) 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    config = Config.model_validate(demo_config(sims[0].url, sims[1].url, port))
+    state = tempfile.TemporaryDirectory(prefix="modelplex-demo-")
+    config = Config.model_validate(demo_config(sims[0].url, sims[1].url, port, state.name))
     svc = services_for(config, load_registry(), None, {})
     collector = Collector()
     svc.sinks.append(collector)
@@ -336,7 +332,7 @@ async def run_demo(port: int, duration: float, traffic: bool, exit_after: bool) 
     try:
         if traffic:
             await _traffic(base, duration, console)
-            _summary(console, collector.rows)
+            _summary(console, collector.rows, svc.meter.currency)
         console.print(
             f"\n[bold]Gateway:[/bold] {base}/v1    [bold]Key:[/bold] {DEMO_KEY}\n"
             f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
@@ -354,3 +350,4 @@ async def run_demo(port: int, duration: float, traffic: bool, exit_after: bool) 
             await serving
         for sim in sims:
             await sim.stop()
+        state.cleanup()

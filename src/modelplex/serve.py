@@ -18,6 +18,7 @@ from modelplex.providers.registry import Registry, load_registry
 from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
 from modelplex.server.http import ASGIApp
 from modelplex.services import Services
+from modelplex.supervisor import Supervisor
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 WORKERS_ENV = "MODELPLEX_WORKERS"
@@ -69,7 +70,7 @@ def run(
         "access_log": False,
         "server_header": False,
         "log_level": server.log_level,
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": int(server.drain_deadline_s + 0.999),
     }
     n = workers or server.workers
     if n == 1:
@@ -77,4 +78,5 @@ def run(
         return
     os.environ[CONFIG_ENV] = str(path.resolve())  # read by each worker's factory()
     os.environ[WORKERS_ENV] = str(n)
-    uvicorn.run("modelplex.serve:factory", factory=True, workers=n, **options)  # type: ignore[arg-type]
+    config = uvicorn.Config("modelplex.serve:factory", factory=True, workers=n, **options)  # type: ignore[arg-type]
+    Supervisor(config, sockets=[config.bind_socket()]).run()

@@ -12,6 +12,7 @@ from modelplex.limits.admission import Admission
 from modelplex.limits.keys import KeyResolver
 from modelplex.metering.meter import Meter
 from modelplex.routing.health import Health
+from modelplex.server.shed import Shedder
 from modelplex.runtime import Runtime, RuntimeHolder
 from modelplex.storage.factory import Stores, open_stores
 from modelplex.transport import Transport
@@ -44,6 +45,8 @@ class Services:
     stores: Stores | None = None  # opened at startup
     keys: KeyResolver = field(default_factory=lambda: KeyResolver(None))
     admission: Admission | None = None  # set at startup
+    draining: bool = False  # SIGTERM received: readiness fails, the process is about to stop
+    shedder: Shedder = field(init=False)
     health: Health = field(init=False)
     meter: Meter = field(init=False)
 
@@ -51,6 +54,8 @@ class Services:
         config = self.holder.current.config
         self.health = Health(config.routing)
         self.meter = Meter(config.metering)
+        server = config.server
+        self.shedder = Shedder(server.max_in_flight, server.max_queue, server.queue_timeout_ms / 1000)
         self.holder.on_reload.append(self._reloaded)
         self.startup.insert(0, self._open_stores)
 
@@ -68,6 +73,8 @@ class Services:
     def _reloaded(self, rt: Runtime) -> None:
         self.health.configure(rt.config.routing)
         self.meter = Meter(rt.config.metering)
+        server = rt.config.server
+        self.shedder.configure(server.max_in_flight, server.max_queue, server.queue_timeout_ms / 1000)
 
     def runtime(self) -> Runtime:
         return self.holder.current

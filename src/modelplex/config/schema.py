@@ -200,6 +200,16 @@ class Server(Strict):
     reload: bool = True  # watch the config file and reload it on change
     default_deadline_ms: int = Field(600_000, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Load shedding, per worker: beyond max_in_flight requests wait in a queue of max_queue for at
+    # most queue_timeout_ms; past either bound they get 503 + Retry-After at once.
+    max_in_flight: int = Field(1000, gt=0)
+    max_queue: int = Field(1000, ge=0)
+    queue_timeout_ms: int = Field(2000, ge=0)
+    # Graceful shutdown on SIGTERM: readiness fails at once, requests are still served for
+    # drain_delay_s (load balancers notice), then in-flight requests and streams get up to
+    # drain_deadline_s to finish before the process exits.
+    drain_delay_s: float = Field(2.0, ge=0)
+    drain_deadline_s: float = Field(30.0, gt=0)
 
 
 class Metering(Strict):
