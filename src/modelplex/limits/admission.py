@@ -26,6 +26,7 @@ from modelplex.config.limits import Admission as AdmissionSettings
 from modelplex.context import RequestContext
 from modelplex.errors import LimitExceeded, Unavailable
 from modelplex.limits import rules as R
+from modelplex.limits.keys import MISSING as _MISSING
 from modelplex.limits.keys import KeyResolver
 from modelplex.metering.cost import micro_to_str
 from modelplex.metering.meter import Meter
@@ -107,8 +108,14 @@ class Admission:
     async def admit(self, rt: Runtime, ctx: RequestContext, plan: Plan) -> Ticket:
         caller = ctx.caller
         assert caller is not None
-        team = await self.keys.team(caller.team)
-        user = await self.keys.user(caller.user) if caller.user else None
+        team = self.keys.cached_team(caller.team)
+        if team is _MISSING:
+            team = await self.keys.team(caller.team)
+        user = None
+        if caller.user:
+            user = self.keys.cached_user(caller.user)
+            if user is _MISSING:
+                user = await self.keys.user(caller.user)
         rate, leases = R.rate_rules(rt, caller, team, user, plan.model)
         budgets = R.budget_rules(rt, caller, team, user, plan.route.name if plan.route else None)
         ticket = Ticket()
@@ -243,16 +250,17 @@ class Admission:
     # -- settle ---------------------------------------------------------------------------------
 
     def settle_later(self, rt: Runtime, ticket: Ticket, ctx: RequestContext) -> None:
-        task = asyncio.get_running_loop().create_task(self.settle(rt, ticket, ctx))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def settle(self, rt: Runtime, ticket: Ticket, ctx: RequestContext) -> None:
+        """Queue the ledger row now; settle counters in a task only when admission took any."""
         spend = (ctx.report_cost_micro or 0) + ctx.waste_micro
         if self.ledger is not None and ctx.answered_by is not None:
             self._pending.append(ledger_entry(ctx, spend))
         if ticket.empty:
             return
+        task = asyncio.get_running_loop().create_task(self.settle(rt, ticket, ctx, spend))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def settle(self, rt: Runtime, ticket: Ticket, ctx: RequestContext, spend: int) -> None:
         now = time.time()
         store: Counters = self.local if ticket.local else self.counters
         try:

@@ -12,7 +12,7 @@ import hmac
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from modelplex.errors import AuthenticationFailed, Unavailable
 from modelplex.runtime import Caller, Runtime, key_digest
@@ -20,6 +20,14 @@ from modelplex.storage.base import KeyRecord, KeyStore, StoreUnavailable, TeamRe
 
 T = TypeVar("T")
 CACHE_SIZE = 10_000
+DIGESTS = 4096  # credential -> digest memo, so a known key costs a dict lookup, not an HMAC
+
+
+class _Missing:
+    """Not in the cache (distinct from a cached None: "no such record")."""
+
+
+MISSING: Any = _Missing()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +92,18 @@ class KeyResolver:
         self._misses: TTLCache[None] = TTLCache(negative_ttl_s)
         self._teams: TTLCache[TeamRecord | None] = TTLCache(ttl_s)
         self._users: TTLCache[UserRecord | None] = TTLCache(ttl_s)
+        self._digests: dict[str, tuple[bytes, bytes]] = {}
 
     async def authenticate(self, rt: Runtime, credential: str | None) -> Caller:
         if not credential:
             raise AuthenticationFailed("Missing API key. Send it as `Authorization: Bearer <key>`.")
-        digest = key_digest(rt.hmac_secret, credential)
+        memo = self._digests.get(credential)
+        if memo is None or memo[0] is not rt.hmac_secret:
+            memo = (rt.hmac_secret, key_digest(rt.hmac_secret, credential))
+            if len(self._digests) >= DIGESTS:
+                self._digests.clear()
+            self._digests[credential] = memo
+        digest = memo[1]
         caller = rt.keys.get(digest)
         if caller is not None and hmac.compare_digest(caller.digest, digest):
             return caller
@@ -120,6 +135,19 @@ class KeyResolver:
         caller = caller_from_record(record)
         self._keys.put(digest, caller, now)
         return caller
+
+    def cached_team(self, name: str) -> TeamRecord | None | Any:
+        """The team from the cache, MISSING if not cached (no store: None)."""
+        if self.store is None:
+            return None
+        hit, cached = self._teams.get(name, time.monotonic())
+        return cached if hit else MISSING
+
+    def cached_user(self, user_id: str) -> UserRecord | None | Any:
+        if self.store is None:
+            return None
+        hit, cached = self._users.get(user_id, time.monotonic())
+        return cached if hit else MISSING
 
     async def team(self, name: str) -> TeamRecord | None:
         if self.store is None:

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from modelplex.config.schema import Hedge, Retry
@@ -292,9 +293,42 @@ class Executor:
     async def race(
         self, work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]], on_loser: Callable[[Any], None]
     ) -> tuple[Candidate, AttemptRecord, Any]:
+        self.health.note_request(self.policy.key, time.time())
+        if not self.policy.hedge.enabled:
+            return await self._sequential(work)
+        return await self._hedged(work, on_loser)
+
+    async def _sequential(
+        self, work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]]
+    ) -> tuple[Candidate, AttemptRecord, Any]:
+        """One attempt at a time, awaited in place: no task, no wait set (the common, fast case)."""
+        while True:
+            step = await self._next(wait=True)
+            if step is None:
+                raise self._give_up()
+            c, retry = step
+            record = self._record(c, hedge=False)
+            try:
+                return c, record, await self._attempt(c, record, retry, partial(work, c))
+            except UpstreamError as exc:
+                self._failed(c, record, exc)
+
+    def _record(self, c: Candidate, hedge: bool) -> AttemptRecord:
+        record = AttemptRecord(
+            deployment=c.endpoint.name,
+            provider=c.endpoint.target.provider,
+            model=c.model,
+            started=time.monotonic(),
+            hedge=hedge,
+        )
+        self.ctx.attempts.append(record)
+        return record
+
+    async def _hedged(
+        self, work: Callable[[Candidate, AttemptTimeouts], Awaitable[Any]], on_loser: Callable[[Any], None]
+    ) -> tuple[Candidate, AttemptRecord, Any]:
         pending: dict[asyncio.Task[Any], tuple[Candidate, AttemptRecord]] = {}
         hedge_at: float | None = None
-        self.health.note_request(self.policy.key, time.time())
         try:
             while True:
                 if not pending:
@@ -346,15 +380,8 @@ class Executor:
         hedge: bool,
     ) -> None:
         c, retry = step
-        record = AttemptRecord(
-            deployment=c.endpoint.name,
-            provider=c.endpoint.target.provider,
-            model=c.model,
-            started=time.monotonic(),
-            hedge=hedge,
-        )
-        self.ctx.attempts.append(record)
-        task = asyncio.ensure_future(self._attempt(c, record, retry, lambda t: work(c, t)))
+        record = self._record(c, hedge)
+        task = asyncio.ensure_future(self._attempt(c, record, retry, partial(work, c)))
         pending[task] = (c, record)
 
     def _hedge_at(self, c: Candidate) -> float | None:

@@ -43,6 +43,14 @@ class Shedder:
     def configure(self, max_in_flight: int, max_queue: int, queue_timeout_s: float) -> None:
         self.max_in_flight, self.max_queue, self.queue_timeout_s = max_in_flight, max_queue, queue_timeout_s
 
+    def try_acquire(self) -> bool:
+        """The fast path: a free slot and nobody waiting."""
+        s = self.stats
+        if s.in_flight < self.max_in_flight and not self._waiters:
+            s.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> bool:
         """Take a slot, waiting in the queue if there is room. False: shed this request."""
         s = self.stats
@@ -102,7 +110,7 @@ def shedding(shedder: Shedder) -> Callable[[ASGIApp], ASGIApp]:
             if scope["type"] != "http" or not scope["path"].startswith(GATED_PREFIX):
                 await app(scope, receive, send)
                 return
-            if not await shedder.acquire():
+            if not shedder.try_acquire() and not await shedder.acquire():
                 status, body = _refusal(scope["path"])
                 await send_body(send, status, body, [(b"retry-after", str(RETRY_AFTER_S).encode())])
                 return
