@@ -21,6 +21,7 @@ from helpers import LoopThread, Sims
 from modelplex import errors
 from modelplex.config.schema import Config
 from modelplex.context import RequestContext
+from modelplex.providers.mistral import tool_call_id as mistral_tool_call_id
 from modelplex.providers.registry import load_registry
 from modelplex.routing import execute
 from modelplex.routing.execute import Policy
@@ -71,10 +72,28 @@ class ProviderCase:
     errors: dict[str, type[errors.UpstreamError]] = field(default_factory=dict)
     json_mode: bool = True
     embeddings: bool = False
+    # Which usage details the wire format can carry apart; the others fold into plain input/output.
+    usage: frozenset[str] = frozenset({"cached", "cache_write", "reasoning"})
+    # How the adapter rewrites a tool-call id the provider would refuse (Mistral: 9 alphanumerics).
+    wire_id: Callable[[str], str] = lambda call_id: call_id
+    label: str | None = None  # when one provider has several cases
 
     @property
     def id(self) -> str:
-        return self.provider
+        return self.label or self.provider
+
+    def usage_shape(self, u: Usage) -> Usage:
+        """The canonical usage this provider can report for a response whose true usage is `u`."""
+        input_tokens, output_tokens = u.input_tokens, u.output_tokens
+        cached, written, reasoning = u.cached_input_tokens, u.cache_write_tokens, u.reasoning_tokens
+        if "cached" not in self.usage:
+            input_tokens, cached = input_tokens + cached, 0
+        if "cache_write" not in self.usage:
+            input_tokens, written = input_tokens + written, 0
+        if "reasoning" not in self.usage:
+            output_tokens, reasoning = output_tokens + reasoning, 0
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached,
+                     cache_write_tokens=written, reasoning_tokens=reasoning)
 
 
 CASES = [
@@ -85,6 +104,31 @@ CASES = [
     # Anthropic has no structured code for context length or content policy: both are plain 400s.
     ProviderCase("anthropic", "anthropic", lambda u: u, json_mode=False,
                  errors={"context_length": errors.UpstreamBadRequest, "content_policy": errors.UpstreamBadRequest}),
+    # Gemini: an over-long prompt is a plain INVALID_ARGUMENT (no structured reason); a blocked prompt
+    # is structured (promptFeedback.blockReason). No field for cache writes: they count as input.
+    ProviderCase("gemini", "gemini", lambda u: f"{u}/v1beta", usage=frozenset({"cached", "reasoning"}),
+                 errors={"context_length": errors.UpstreamBadRequest}),
+    # Bedrock: a too-long prompt and a model's own content filter are both plain ValidationExceptions
+    # (guardrails report as stopReason guardrail_intervened, a finish, not an error). Reasoning tokens
+    # are counted in outputTokens.
+    ProviderCase("bedrock", "bedrock", lambda u: u, model="anthropic.claude-sim-v1:0",
+                 extra={"region": "us-east-1", "aws_access_key_id": "AKIDSIMULATOR",
+                        "aws_secret_access_key": "sim-secret", "aws_session_token": "sim-session"},
+                 usage=frozenset({"cached", "cache_write"}),
+                 errors={"context_length": errors.UpstreamBadRequest, "content_policy": errors.UpstreamBadRequest}),
+    # Cohere: errors carry no code, only the status; context length and blocked content are plain 400s.
+    # Usage reports cached tokens, but no cache writes and no thinking apart from output.
+    ProviderCase("cohere", "cohere", lambda u: u, usage=frozenset({"cached"}), embeddings=True,
+                 errors={"context_length": errors.UpstreamBadRequest, "content_policy": errors.UpstreamBadRequest}),
+    # Mistral: context length and moderation blocks have no structured type (message text only); usage
+    # reports cached tokens, thinking inside completion_tokens. Tool-call ids are rewritten to 9 chars.
+    ProviderCase("mistral", "mistral", lambda u: f"{u}/v1", usage=frozenset({"cached"}), embeddings=True,
+                 wire_id=mistral_tool_call_id,
+                 errors={"context_length": errors.UpstreamBadRequest, "content_policy": errors.UpstreamBadRequest}),
+    # Azure OpenAI: the deployment path with a dated api-version, and the v1 API.
+    ProviderCase("azure", "azure", lambda u: u, embeddings=True, extra={"api_version": "2024-10-21"}),
+    ProviderCase("azure", "azure", lambda u: f"{u}/openai/v1", embeddings=True, extra={"api_version": "v1"},
+                 label="azure-v1"),
 ]
 
 
@@ -199,8 +243,8 @@ async def test_usage_shapes_normalise_alike(h: Harness) -> None:
     prompt = "a prompt long enough to have cached and written parts " * 3
     response = await h.chat(ask(prompt))
     total = content.prompt_tokens(["Be brief.", prompt])
-    assert response.usage == Usage(input_tokens=total - 8, cached_input_tokens=5, cache_write_tokens=3,
-                                   output_tokens=12, reasoning_tokens=7)
+    assert response.usage == h.case.usage_shape(Usage(input_tokens=total - 8, cached_input_tokens=5,
+                                                      cache_write_tokens=3, output_tokens=12, reasoning_tokens=7))
     _, committed = await h.stream(ask(prompt, stream=True))
     assert committed.final_usage(ask(prompt)) == response.usage
 
@@ -230,7 +274,7 @@ async def test_tool_result_roundtrip(h: Harness) -> None:
     response = await h.chat(request)
     assert response.choices[0].finish_reason == "stop"
     sent = h.sim.state.log[-1].body.decode()
-    assert "call_1" in sent and "21 C" in sent
+    assert h.case.wire_id("call_1") in sent and "21 C" in sent
 
 
 async def test_stream_tool_call(h: Harness) -> None:

@@ -38,6 +38,7 @@ from modelplex.types import (
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
+    "model_length": "length",  # Mistral: the model's context window ran out
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
     "content_filter": "content_filter",

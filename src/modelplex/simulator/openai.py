@@ -63,7 +63,11 @@ def _usage(a: Answer) -> dict[str, Any]:
         "prompt_tokens": a.input_total,
         "completion_tokens": completion,
         "total_tokens": a.input_total + completion,
-        "prompt_tokens_details": {"cached_tokens": a.cached, "cache_write_tokens": a.cache_write, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": a.cached,
+            "cache_write_tokens": a.cache_write,
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {
             "reasoning_tokens": a.reasoning,
             "audio_tokens": 0,

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modelplex.simulator import anthropic, openai
+from modelplex.simulator import anthropic, azure, bedrock, cohere, gemini, mistral, openai
 from modelplex.simulator.behaviour import Behaviour
 from modelplex.simulator.core import SimState
 
@@ -28,6 +28,11 @@ RoutesFn = Callable[[SimState], list[web.RouteDef]]
 KINDS: dict[str, RoutesFn] = {
     "openai": openai.routes,
     "anthropic": anthropic.routes,
+    "gemini": gemini.routes,
+    "bedrock": bedrock.routes,
+    "cohere": cohere.routes,
+    "mistral": mistral.routes,  # same paths as openai: under kind "all", openai's routes answer
+    "azure": azure.routes,
 }
 
 
