@@ -13,14 +13,19 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from helpers import LoopThread, Sims
 from modelplex import errors
-from modelplex.config.schema import Config
+from modelplex.config.schema import Config, Metering
 from modelplex.context import RequestContext
+from modelplex.metering.catalog import Catalog, load_catalog
+from modelplex.metering.meter import Meter
 from modelplex.providers.mistral import tool_call_id as mistral_tool_call_id
 from modelplex.providers.registry import load_registry
 from modelplex.routing import execute
@@ -149,18 +154,22 @@ async def transport() -> Any:
 
 
 class Harness:
-    def __init__(self, case: ProviderCase, sims: Sims, transport: Transport) -> None:
+    def __init__(self, case: ProviderCase, sims: Sims, transport: Transport, model: str | None = None,
+                 price: dict[str, Any] | None = None, catalog: Catalog | None = None) -> None:
         self.case = case
+        self.model = model or case.model
         self.sim = sims[f"contract-{case.sim_kind}"]
         self.sim.state.reset()
         self.sim.state.models.clear()
         self.transport = transport
-        dep = {"name": "dep", "provider": case.provider, "model": case.model,
+        dep = {"name": "dep", "provider": case.provider, "model": self.model,
                "base_url": case.base_url(self.sim.url), "api_key": "sim-upstream-key",
                "timeouts": {"connect": 2, "first_token": 3, "idle": 3, "total": 10}, **case.extra}
+        if price is not None:
+            dep["price"] = price
         config = Config.model_validate({"deployments": [dep], "models": [{"name": "m", "deployments": ["dep"]}],
                                         "routing": {"retry": {"max_attempts_per_deployment": 1}}})
-        self.runtime = build_runtime(config, load_registry())
+        self.runtime = build_runtime(config, load_registry(), catalog=catalog)
         self.health = Health(config.routing)
         self.policy = Policy(retry=config.routing.retry, hedge=config.routing.hedge, continuation=False, key="m")
         self.rng = random.Random(0)
@@ -169,7 +178,7 @@ class Harness:
         return plan(self.runtime, self.health, "m", None, features(request, None, "openai", None, None), self.rng, 0.0)
 
     def behave(self, **settings: Any) -> None:
-        self.sim.state.models[self.case.model] = self.sim.state.default.from_mapping(settings)
+        self.sim.state.models[self.model] = self.sim.state.default.from_mapping(settings)
 
     def _ctx(self, stream: bool) -> RequestContext:
         ctx = RequestContext(dialect="test", operation="chat", stream=stream)
@@ -342,3 +351,47 @@ async def test_embeddings(h: Harness) -> None:
     p = plan(h.runtime, h.health, "m", None, embedding_features(request, None, "openai"), h.rng, 0.0)
     response = await execute.embed(h.runtime, h.transport, h.health, ctx, p, h.policy, request, h.rng)
     assert [e.index for e in response.data] == [0, 1] and response.usage.input_tokens > 0
+
+
+# --- cost: usage x catalog price, to the micro-unit ----------------------------------------------
+
+CATALOG_YAML = Path(__file__).resolve().parents[2] / "src/modelplex/metering/catalog.yaml"
+KINDS = {"input": "input_tokens", "output": "output_tokens", "cached_input": "cached_input_tokens",
+         "cache_write": "cache_write_tokens", "reasoning": "reasoning_tokens"}
+DEFAULTS = {"cached_input": "input", "cache_write": "input", "reasoning": "output"}
+
+
+def catalog_entry(provider: str) -> dict[str, Any] | None:
+    entries = yaml.safe_load(CATALOG_YAML.read_text())["entries"]
+    mine = [e for e in entries if e["provider"] == provider and str(e["effective_from"]) <= "2026-11-29"]
+    return mine[0] if mine else None
+
+
+def expected_micro(prices: dict[str, Any], usage: Usage) -> int:
+    """Independent of modelplex's arithmetic: exact fractions, then half-to-even to micro-units."""
+    exact = Fraction(0)
+    for kind, field_name in KINDS.items():
+        price = prices.get(kind, prices.get(DEFAULTS.get(kind, kind)))
+        exact += Fraction(str(price)) * getattr(usage, field_name)
+    return round(exact)  # price is per 1M tokens: tokens x price is micro-units exactly; round() is half-even
+
+
+async def test_cost_is_usage_times_catalog_price(case: ProviderCase, contract_sims: Sims, transport: Transport) -> None:
+    entry = catalog_entry(case.provider)
+    catalog = load_catalog()
+    if entry is not None:  # priced through the shipped catalog, by the provider's own model id
+        h = Harness(case, contract_sims, transport, model=entry["model"], catalog=catalog)
+        prices = entry["prices"]
+    else:  # a provider the catalog does not price: the same catalog prices, set in config
+        fallback = catalog_entry("openai")
+        assert fallback is not None
+        prices = fallback["prices"]
+        h = Harness(case, contract_sims, transport, price={**prices, "currency": "USD"}, catalog=catalog)
+    assert h.runtime.endpoints["dep"].price is not None
+    h.behave(cached_input_tokens=5, cache_write_tokens=3, reasoning_tokens=7)
+    response = await h.chat(ask("a prompt long enough to have cached and written parts " * 3))
+    ctx = RequestContext(dialect="test", operation="chat")
+    ctx.answered_by, ctx.usage = h.runtime.endpoints["dep"], response.usage
+    Meter(Metering()).settle(h.runtime, ctx)
+    assert ctx.cost_micro == expected_micro(prices, response.usage)
+    assert ctx.cost_currency == "USD"
