@@ -12,8 +12,11 @@ import uvicorn
 from modelplex.app import build_app
 from modelplex.config.load import load_config
 from modelplex.config.schema import Config
+from modelplex.limits.report import budget_source
 from modelplex.limits.secret import resolve_hmac_secret
 from modelplex.metering.catalog import Catalog, load_catalog
+from modelplex.observability.exposition import prepare_multiprocess
+from modelplex.observability.install import install as install_observability
 from modelplex.providers.registry import Registry, load_registry
 from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
 from modelplex.server.http import ASGIApp
@@ -30,6 +33,7 @@ def services_for(config: Config, registry: Registry, path: Path | None, env: Map
     runtime = build_runtime(config, registry, str(path) if path else "<memory>", resolve_hmac_secret(config),
                             catalog=catalog)
     svc = Services(holder=RuntimeHolder(runtime, path, env, catalog))
+    install_observability(svc, env, budgets=budget_source(svc))  # metrics, traces, alerts
     return svc
 
 
@@ -46,6 +50,9 @@ def factory() -> ASGIApp:
     env = environment()
     svc = load_services(Path(env[CONFIG_ENV]), env)
     svc.workers = int(env.get(WORKERS_ENV, "1"))
+    # A worker is a fresh interpreter: without this, modelplex's own INFO lines (drain, reload,
+    # breaker) are dropped in every worker.
+    _configure_logging(svc.runtime().config.server.log_level)
     return build_app(svc)
 
 
@@ -69,6 +76,7 @@ def run(
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,  # no X-Forwarded-* rewriting on the hot path
         "log_level": server.log_level,
         "timeout_graceful_shutdown": int(server.drain_deadline_s + 0.999),
     }
@@ -78,5 +86,8 @@ def run(
         return
     os.environ[CONFIG_ENV] = str(path.resolve())  # read by each worker's factory()
     os.environ[WORKERS_ENV] = str(n)
+    # The workers share their metrics through files in one directory, emptied before they start.
+    os.environ.update(prepare_multiprocess(
+        svc.runtime().config.observability.metrics.multiprocess_dir, env, int(options["port"])))  # type: ignore[call-overload]
     config = uvicorn.Config("modelplex.serve:factory", factory=True, workers=n, **options)  # type: ignore[arg-type]
     Supervisor(config, sockets=[config.bind_socket()]).run()

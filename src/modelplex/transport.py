@@ -140,35 +140,47 @@ class UpstreamStream:
     def __aiter__(self) -> UpstreamStream:
         return self
 
+    async def batch(self) -> list[UpstreamEvent]:
+        """Every event decoded from the next network read (at least one), or [] at the end."""
+        while not self._pending and not self._eof:
+            await self._fill()
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
     async def __anext__(self) -> UpstreamEvent:
         while not self._pending:
             if self._eof:
                 raise StopAsyncIteration
-            now = time.monotonic()
-            if self._got_first:
-                limit, phase = min(self._idle, self._total_deadline - now), "idle"
-            else:
-                limit, phase = self._first_deadline - now, "first_token"
-            if self._total_deadline - now <= limit:
-                limit, phase = self._total_deadline - now, "total"
-            try:
-                async with asyncio.timeout(max(limit, 0.0)):
-                    chunk = await self._resp.content.readany()
-            except TimeoutError:
-                raise UpstreamTimeout(f"no data for {limit:.3f}s ({phase})", phase=phase) from None
-            except aiohttp.ClientPayloadError as exc:
-                raise UpstreamConnectError(f"stream cut: {exc.__class__.__name__}") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamConnectError(f"stream failed: {exc.__class__.__name__}") from None
-            if chunk:
-                try:
-                    self._pending.extend(self._decoder.feed(chunk))
-                except ValueError as exc:
-                    raise UpstreamMalformed(f"bad stream framing: {exc}") from None
-            else:
-                self._eof = True
-                self._pending.extend(self._decoder.flush())
+            await self._fill()
         return self._pending.popleft()
+
+    async def _fill(self) -> None:
+        """One network read, decoded into events; the timeout depends on the phase."""
+        now = time.monotonic()
+        if self._got_first:
+            limit, phase = min(self._idle, self._total_deadline - now), "idle"
+        else:
+            limit, phase = self._first_deadline - now, "first_token"
+        if self._total_deadline - now <= limit:
+            limit, phase = self._total_deadline - now, "total"
+        try:
+            async with asyncio.timeout(max(limit, 0.0)):
+                chunk = await self._resp.content.readany()
+        except TimeoutError:
+            raise UpstreamTimeout(f"no data for {limit:.3f}s ({phase})", phase=phase) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamConnectError(f"stream cut: {exc.__class__.__name__}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamConnectError(f"stream failed: {exc.__class__.__name__}") from None
+        if chunk:
+            try:
+                self._pending.extend(self._decoder.feed(chunk))
+            except ValueError as exc:
+                raise UpstreamMalformed(f"bad stream framing: {exc}") from None
+        else:
+            self._eof = True
+            self._pending.extend(self._decoder.flush())
 
     def close(self) -> None:
         # Closing (not releasing) the connection cancels the upstream generation.

@@ -103,7 +103,8 @@ class AlertRule(Strict):
     by: list[GroupLabel] = Field(default_factory=list)  # one alert per value of these labels
     notify: list[str] | None = None  # webhook names; None: every webhook
     min_requests: int = Field(10, ge=1)  # error_rate, latency_p: fewer in the window is no signal
-    errors: list[ErrorKind] = Field(default_factory=lambda: ["server"])  # error_rate: what counts
+    # error_rate: which errors count (server: the gateway's or the providers' fault)
+    errors: list[ErrorKind] = Field(default_factory=lambda: list[ErrorKind](["server"]))
     percentile: float = Field(0.95, gt=0, lt=1)  # latency_p
     latency: LatencyMetric = "total"  # latency_p: request total, time to first token, overhead
     stream: bool | None = None  # latency_p total: only streamed (true) or unstreamed (false)
@@ -112,7 +113,7 @@ class AlertRule(Strict):
     @model_validator(mode="after")
     def _check(self) -> AlertRule:
         if not RULE_NAME.match(self.name):
-            raise ValueError(f"alert name {self.name!r}: letters, digits, '_', '.', '-'; starts with a letter")
+            raise ValueError(f"alert name {self.name!r}: letters, digits, '_', '.', '-', from a letter")
         for fld, kinds in KIND_FIELDS.items():
             if fld in self.model_fields_set and self.kind not in kinds:
                 raise ValueError(f"{fld} applies to {' and '.join(kinds)} rules only, not {self.kind}")
@@ -125,7 +126,7 @@ class AlertRule(Strict):
             if label not in allowed:
                 have = ", ".join(allowed) or "none"
                 raise ValueError(f"{self.kind} rules cannot filter or group by {label} (they can: {have})")
-        if self.kind in ("budget_pct",) and not 0 < self.threshold:
+        if self.kind in ("budget_pct",) and not self.threshold > 0:
             raise ValueError("budget_pct threshold is a percentage of the cap, above 0")
         if self.kind == "error_rate" and not 0 <= self.threshold < 1:
             raise ValueError("error_rate threshold is a fraction of requests, in [0, 1)")

@@ -45,9 +45,8 @@ class Meter:
         failed = ctx.error is not None or ctx.aborted
         waste = 0
         for a in ctx.attempts:
-            if a.usage is None or (
-                answered is not None and a.deployment == answered.name and a.outcome == "ok"
-            ):
+            # The answer's own usage is the request's usage: counted below, once, as cost or waste.
+            if a.usage is None or a.usage is ctx.usage:
                 continue
             endpoint = rt.endpoints.get(a.deployment)
             cost = self._report_cost(endpoint.price if endpoint else None, a.usage)

@@ -552,23 +552,29 @@ class CommittedStream:
             self._saw_usage = True
         return d
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def batches(self) -> AsyncIterator[list[Delta]]:
+        """The answer's deltas, a list per upstream network read (what can be sent in one write)."""
         opened = self._opened
-        for d in opened.first:
-            yield self._track(d)
+        yield [self._track(d) for d in opened.first]
         while True:
             try:
-                if not opened.ended:
-                    async for event in opened.stream:
+                while not opened.ended:
+                    events = await opened.stream.batch()
+                    if not events:
+                        break
+                    out: list[Delta] = []
+                    for event in events:
                         try:
                             parsed = opened.parser.feed(event)
                         except SkippedEvent:
                             self._ex.ctx.skipped_events += 1
                             continue
-                        for d in parsed:
-                            yield self._track(d)
-                for d in opened.parser.end():
-                    yield self._track(d)
+                        out.extend(self._track(d) for d in parsed)
+                    if out:
+                        yield out
+                tail = [self._track(d) for d in opened.parser.end()]
+                if tail:
+                    yield tail
                 break
             except UpstreamError as exc:
                 resumed = await self._resume(exc)
@@ -578,10 +584,15 @@ class CommittedStream:
                         f"upstream {self.record.deployment} failed mid-stream: {exc.message}", exc
                     ) from None
                 opened = resumed
-                for d in opened.first:
-                    yield self._track(d)
+                yield [self._track(d) for d in opened.first]
         self.finished = True
         self.record.outcome = "ok"
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """The answer's deltas one by one."""
+        async for batch in self.batches():
+            for d in batch:
+                yield d
 
     async def _resume(self, cause: UpstreamError) -> Opened | None:
         """Continue the answer on a deployment that takes an assistant prefill, or give up."""

@@ -141,8 +141,9 @@ async def _stream(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         ctx.first_byte_at = time.monotonic()
         pending = encoder.start()
-        async for delta in stream.deltas():
-            pending += encoder.delta(delta)
+        async for batch in stream.batches():
+            for delta in batch:
+                pending += encoder.delta(delta)
             if pending:
                 await send({"type": "http.response.body", "body": pending, "more_body": True})
                 pending = b""
@@ -180,7 +181,7 @@ async def models(svc: Services, dialect: Dialect, scope: Scope, receive: Receive
     ctx = RequestContext(dialect=dialect.name, operation="models")
     rt = svc.runtime()
     try:
-        caller = pipeline.authenticate(rt, dialect.credential(scope))
+        caller = await svc.keys.authenticate(rt, dialect.credential(scope))
     except ModelplexError as exc:
         await send_error(svc, ctx, dialect, exc, send)
         return
