@@ -69,7 +69,10 @@ def check_config(file: Path) -> None:
         sys.exit(2)
     resolved = config.model_dump(mode="json")
     click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    unpriced = [d.name for d in config.deployments if d.price is None]
+    from modelplex.metering.catalog import load_catalog, resolve_price
+
+    catalog = load_catalog()
+    unpriced = [d.name for d in config.deployments if resolve_price(d, catalog) is None]
     click.echo(
         f"# ok: {len(config.deployments)} deployment(s), {len(config.models)} model(s), "
         f"{len(config.keys)} key(s)",
@@ -155,6 +158,39 @@ def demo(port: int, duration: float, no_traffic: bool, exit_after: bool) -> None
         asyncio.run(run_demo(port=port, duration=duration, traffic=not no_traffic, exit_after=exit_after))
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="modelplex.yaml", show_default=True, help="The gateway config to rehearse.")
+@click.option("--provider", required=True, help="The provider to take down (a deployment's `provider`).")
+@click.option("--duration", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+              help="Seconds the provider stays down.")
+@click.option("--rps", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+              help="Client requests per second, half of them streamed.")
+@click.option("--warmup", type=click.FloatRange(min=0.5), default=3.0, show_default=True,
+              help="Seconds of traffic before the outage.")
+@click.option("--recovery-timeout", type=click.FloatRange(min=0), default=None,
+              help="Longest wait for traffic to return to the provider (default: breaker max_open_s + 10).")
+@click.option("--model", "models", multiple=True,
+              help="Send traffic to this model or route (repeatable; default: every model with a deployment "
+                   "of the provider).")
+@click.option("--fault", type=click.Choice(["503", "reset"]), default="503", show_default=True,
+              help="How the provider fails: 503 answers, or reset connections.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def drill(config_path: Path, provider: str, duration: float, rps: float, warmup: float,
+          recovery_timeout: float | None, models: tuple[str, ...], fault: str, as_json: bool) -> None:
+    """Rehearse a provider outage: your config against simulators; time to recover, loss, time back."""
+    from modelplex.drill import DrillError, Options, run
+
+    logging.basicConfig(level=logging.ERROR)
+    options = Options(provider=provider, duration=duration, rps=rps, warmup=warmup,
+                      recovery_timeout=recovery_timeout, models=models, fault=fault)
+    try:
+        run(config_path, environment(), options, as_json)
+    except (ConfigError, DrillError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
 @main.command("export-monitoring")
 @click.option(
     "--out",
@@ -188,6 +224,26 @@ def export_monitoring(out: Path, config_path: Path | None) -> None:
             sys.exit(2)
     for path in export(out, alerts):
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--log", "log", default=None, metavar="LOCATION",
+              help="sqlite:///path.db | path.db | postgresql://... | file.csv | file.jsonl "
+                   "(default: the request log of --config, else ./modelplex-requests.db).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Gateway config: fallbacks for provider-switch readiness, route baselines, "
+                   "the log's location.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report to this file instead of standard output.")
+@click.option("--since", default=None,
+              help="Only requests since: 7d, 24h, 30m, an ISO date, or epoch seconds.")
+def assess(log: str | None, config_path: Path | None, fmt: str, out: Path | None, since: str | None) -> None:
+    """Cost per successful response, the Pareto of spend, provider-switch readiness, savings, latency."""
+    from modelplex.assess.run import run as run_assess
+
+    sys.exit(run_assess(log, config_path, fmt, out, since, environment()))
 
 
 def _json(data: Any) -> str:

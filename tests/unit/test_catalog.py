@@ -41,15 +41,32 @@ def test_catalog_ships_as_package_data() -> None:
 
 def test_shipped_catalog_loads_and_validates(catalog: Catalog) -> None:
     assert len(catalog) >= 20
-    assert {e.provider for e in catalog.entries} >= {"openai", "anthropic", "deepseek", "groq"}
+    assert {e.provider for e in catalog.entries} >= {
+        "openai",
+        "anthropic",
+        "deepseek",
+        "groq",
+        "gemini",
+        "bedrock",
+    }
 
 
 def test_every_entry_has_currency_date_and_official_source(catalog: Catalog) -> None:
     for entry in catalog.entries:
         assert entry.price.currency == "USD", entry.model
-        assert entry.effective_from <= DAY, entry.model
         assert entry.source.startswith("https://"), entry.model
         assert entry.price.input > 0 and entry.price.output > 0, entry.model
+        if entry.effective_from > DAY:
+            # only an announced change to a model already priced on the compile day
+            current = catalog.lookup(entry.provider, entry.model, DAY)
+            assert current is not None and current.effective_from <= DAY, entry.model
+
+
+def test_transcribed_prices_say_where_they_were_read(catalog: Catalog) -> None:
+    # gemini and bedrock prices come from dated transcriptions of the official pages
+    for entry in catalog.entries:
+        if entry.provider in {"gemini", "bedrock"}:
+            assert "api-evangelist/" in entry.notes and "read 2026-" in entry.notes, entry.model
 
 
 def test_every_shipped_model_is_priced_on_the_compile_day(catalog: Catalog) -> None:
@@ -72,6 +89,27 @@ def test_prices_are_read_exactly(catalog: Catalog) -> None:
     )
     flash = catalog.price("deepseek", "deepseek-flash", DAY)
     assert flash is not None and flash.cached_input == 6_000
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "input_", "output"),
+    [
+        ("gemini", "gemini-3.8-flash", 750_000, 3_750_000),
+        ("gemini", "gemini-3.5-flash", 1_500_000, 9_000_000),
+        ("gemini", "gemini-3.5-flash-lite", 300_000, 2_500_000),
+        ("gemini", "gemini-3.1-pro-preview", 2_000_000, 12_000_000),  # the <= 200k-token tier
+        # the AWS price list gives $ per 1K tokens; the catalog carries them per 1M
+        ("bedrock", "amazon.nova-micro-v1:0", 35_000, 140_000),
+        ("bedrock", "amazon.nova-lite-v1:0", 60_000, 240_000),
+        ("bedrock", "amazon.nova-pro-v1:0", 800_000, 3_200_000),
+    ],
+)
+def test_transcribed_providers_price_input_and_output_only(
+    catalog: Catalog, provider: str, model: str, input_: int, output: int
+) -> None:
+    # cache reads/writes were not captured: they bill at the input price (an over-count), and
+    # thinking tokens at the output price, as these providers bill them
+    assert catalog.price(provider, model, DAY) == MicroPrice(input_, output, input_, input_, output)
 
 
 def test_unbilled_kinds_default_to_input_and_output(catalog: Catalog) -> None:
@@ -118,6 +156,12 @@ def test_lookup_by_alias(catalog: Catalog, provider: str, alias: str, model: str
         ("openai", "claude-sonnet-4-5"),  # a model is priced under its own provider only
         ("azure", "gpt-6.2-sol"),
         ("openai", "no-such-model"),
+        ("gemini", "gemini-2.5-pro"),  # the transcription has its input price only
+        ("gemini", "models/gemini-3.5-flash"),  # ids are the bare model codes
+        ("bedrock", "us.amazon.nova-pro-v1:0"),  # inference profiles are not guessed from the base id
+        ("bedrock", "amazon.nova-2-lite-v1:0"),  # no confirmed on-demand id and price pairing
+        ("mistral", "mistral-medium-latest"),  # no official price source could be read
+        ("cohere", "command-a-03-2025"),
     ],
 )
 def test_unknown_ids_are_unpriced(catalog: Catalog, provider: str, model: str) -> None:
@@ -128,6 +172,32 @@ def test_unknown_ids_are_unpriced(catalog: Catalog, provider: str, model: str) -
 def test_lookup_before_a_models_first_price_is_unpriced(catalog: Catalog) -> None:
     assert catalog.lookup("openai", "gpt-6.2-sol", dt.date(2026, 11, 16)) is None
     assert catalog.lookup("openai", "gpt-6.2-sol", dt.date(2026, 11, 17)) is not None
+    # a transcribed price applies from the day it was read, not before
+    assert catalog.lookup("gemini", "gemini-3.5-flash-lite", dt.date(2026, 10, 6)) is None
+    assert catalog.lookup("gemini", "gemini-3.5-flash-lite", dt.date(2026, 10, 7)) is not None
+    assert catalog.lookup("bedrock", "amazon.nova-pro-v1:0", dt.date(2026, 8, 31)) is None
+
+
+@pytest.mark.parametrize(
+    ("day", "input_", "output"),
+    [
+        (dt.date(2026, 9, 19), None, None),  # before the first transcription was read
+        (dt.date(2026, 9, 20), 750_000, 3_750_000),
+        (DAY, 750_000, 3_750_000),
+        (dt.date(2026, 12, 31), 750_000, 3_750_000),  # "$0.75 through December 31, 2026"
+        (dt.date(2027, 1, 1), 1_500_000, 7_500_000),  # "$1.50 starting January 1, 2027"
+        (dt.date(2027, 6, 30), 1_500_000, 7_500_000),
+    ],
+)
+def test_gemini_3_8_flash_scheduled_price_change_resolves_by_day(
+    catalog: Catalog, day: dt.date, input_: int | None, output: int | None
+) -> None:
+    price = catalog.price("gemini", "gemini-3.8-flash", day)
+    if input_ is None:
+        assert price is None
+    else:
+        assert price is not None and (price.input, price.output) == (input_, output)
+        assert price.reasoning == output  # thinking tokens are billed as output
 
 
 def _entry(model: str, effective_from: str, input_: float, **extra: Any) -> dict[str, Any]:
@@ -359,7 +429,31 @@ def test_groq_usage_cached_and_reasoning(catalog: Catalog) -> None:
     assert price.cost(usage) == 776
 
 
-# Providers without catalog entries are priced from config; their usage shapes still meter exactly.
+def test_gemini_catalog_usage_thoughts_as_output_cache_at_input(catalog: Catalog) -> None:
+    # promptTokenCount 12000 including cachedContentTokenCount 9000; candidatesTokenCount 700;
+    # thoughtsTokenCount 1300
+    usage = Usage(input_tokens=3_000, cached_input_tokens=9_000, output_tokens=700, reasoning_tokens=1_300)
+    price = catalog.price("gemini", "gemini-3.5-flash", DAY)
+    assert price is not None
+    # no cached price captured: 12000x1.5 + 700x9 + 1300x9 = 18000 + 6300 + 11700
+    assert price.cost(usage) == 36_000
+    later = catalog.price("gemini", "gemini-3.8-flash", dt.date(2027, 1, 1))
+    assert later is not None
+    # 12000x1.5 + 2000x7.5 = 18000 + 15000
+    assert later.cost(usage) == 33_000
+
+
+def test_bedrock_catalog_usage_nova_micro_sub_cent_rates(catalog: Catalog) -> None:
+    # inputTokens 12345, cacheReadInputTokens 1000, outputTokens 678
+    usage = Usage(input_tokens=12_345, cached_input_tokens=1_000, output_tokens=678)
+    price = catalog.price("bedrock", "amazon.nova-micro-v1:0", DAY)
+    assert price is not None
+    # 13345x0.035 + 678x0.14 = 467.075 + 94.92 = 561.995 -> 562
+    assert price.cost(usage) == 562
+
+
+# Providers and models without catalog entries are priced from config; their usage shapes still
+# meter exactly.
 
 
 def test_gemini_usage_cached_content_and_thoughts() -> None:

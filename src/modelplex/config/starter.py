@@ -17,21 +17,19 @@ keys:
     key: ${MODELPLEX_KEY}
     team: default
 
-# A deployment is one upstream model at one provider, with its credentials and prices
-# (per 1M tokens, in the provider's currency).
+# A deployment is one upstream model at one provider, with its credentials. Prices come from the
+# catalog shipped with modelplex (per 1M tokens); set `price:` to override them.
 deployments:
   - name: openai-mini
     provider: openai
-    model: gpt-4o-mini
+    model: gpt-5-mini
     api_key: ${OPENAI_API_KEY}
-    price: {input: 0.15, output: 0.60, cached_input: 0.075}
-    capabilities: {context_window: 128000, tools: true, json_schema: true, vision: true}
+    capabilities: {context_window: 400000, tools: true, json_schema: true, vision: true}
 
   - name: anthropic-haiku
     provider: anthropic
-    model: claude-3-5-haiku-latest
+    model: claude-haiku-4-5
     api_key: ${ANTHROPIC_API_KEY}
-    price: {input: 0.80, output: 4.00, cached_input: 0.08, cache_write: 1.00}
     capabilities: {context_window: 200000, tools: true, json_schema: false, vision: true, prefill: true}
 
 # A model is the public name your applications ask for: a pool of deployments, tried in order,
