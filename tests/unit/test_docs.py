@@ -13,10 +13,10 @@ from pydantic import BaseModel
 
 from modelplex.cli import main
 from modelplex.config.schema import Condition, Config
+from modelplex.providers.registry import load_registry
 
 # Value types documented once where they are used, not key by key.
 LEAVES = (Condition,)
-from modelplex.providers.registry import load_registry
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

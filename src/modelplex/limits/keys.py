@@ -136,14 +136,14 @@ class KeyResolver:
         self._keys.put(digest, caller, now)
         return caller
 
-    def cached_team(self, name: str) -> TeamRecord | None | Any:
+    def cached_team(self, name: str) -> TeamRecord | Any | None:
         """The team from the cache, MISSING if not cached (no store: None)."""
         if self.store is None:
             return None
         hit, cached = self._teams.get(name, time.monotonic())
         return cached if hit else MISSING
 
-    def cached_user(self, user_id: str) -> UserRecord | None | Any:
+    def cached_user(self, user_id: str) -> UserRecord | Any | None:
         if self.store is None:
             return None
         hit, cached = self._users.get(user_id, time.monotonic())
