@@ -20,6 +20,7 @@ from modelplex.server import endpoints
 from modelplex.server.anthropic import DIALECT as ANTHROPIC
 from modelplex.server.http import ASGIApp, Receive, Scope, Send, send_body
 from modelplex.server.openai import DIALECT as OPENAI
+from modelplex.server.responses import DIALECT as RESPONSES
 from modelplex.server.shed import shedding
 from modelplex.services import Services
 
@@ -34,6 +35,7 @@ def routes(svc: Services) -> dict[tuple[str, str], Handler]:
         ("POST", "/v1/chat/completions"): partial(endpoints.chat, svc, OPENAI),
         ("POST", "/chat/completions"): partial(endpoints.chat, svc, OPENAI),
         ("POST", "/v1/messages"): partial(endpoints.chat, svc, ANTHROPIC),
+        ("POST", "/v1/responses"): partial(endpoints.chat, svc, RESPONSES),
         ("POST", "/v1/embeddings"): partial(endpoints.embeddings, svc),
         ("GET", "/v1/models"): partial(_models, svc),
         ("GET", "/healthz"): _healthz,

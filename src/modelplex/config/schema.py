@@ -134,7 +134,7 @@ class When(Strict):
     team: str | list[str] | None = None
     tier: str | list[str] | None = None
     key: str | list[str] | None = None
-    dialect: Literal["openai", "anthropic"] | None = None
+    dialect: Literal["openai", "anthropic", "responses"] | None = None
 
 
 class Rule(Strict):
