@@ -68,6 +68,7 @@ class RequestContext:
     resumed: bool = False  # a cut stream was continued by prefill
     features: Features | None = None  # what routing saw of the request (prompt text, task, tags, ...)
     ticket: Ticket | None = None  # what admission took, settled at the end
+    output_text: str | None = None  # the answer's text (first choice), for a request log that stores it
     # Settled money, integer micro-units (metering/meter.py). None: unknown (unpriced or failed).
     cost_micro: int | None = None  # the answer, in cost_currency (the provider's)
     cost_currency: str | None = None

@@ -50,6 +50,8 @@ def demo_config(openai_url: str, anthropic_url: str, port: int, state_dir: str) 
         "server": {"host": "127.0.0.1", "port": port, "reload": False},
         # The embedded default: keys, counters and the ledger in one SQLite file (here a temp dir).
         "storage": {"backend": "sqlite", "sqlite_path": f"{state_dir}/modelplex-demo.db"},
+        "request_log": {"sqlite_path": f"{state_dir}/requests.db", "spool_dir": f"{state_dir}/spool",
+                        "dead_letter_path": f"{state_dir}/dead-letter.jsonl"},
         "keys": [{"name": "demo", "key": DEMO_KEY, "team": "demo"}],
         "deployments": [
             {

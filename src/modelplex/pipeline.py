@@ -60,6 +60,7 @@ async def chat(
     except ModelplexError as exc:
         fail(svc, ctx, exc)
         raise
+    ctx.output_text = response.choices[0].message.text() if response.choices else None
     finish(svc, ctx)
     return request, response
 
@@ -155,5 +156,6 @@ def finish(svc: Services, ctx: RequestContext) -> None:
 def finish_stream(svc: Services, ctx: RequestContext, stream: CommittedStream, request: ChatRequest) -> None:
     stream.close()
     ctx.usage = stream.final_usage(request)
+    ctx.output_text = stream.text
     stream.record.usage = ctx.usage
     finish(svc, ctx)

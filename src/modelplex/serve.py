@@ -12,11 +12,13 @@ import uvicorn
 from modelplex.app import build_app
 from modelplex.config.load import load_config
 from modelplex.config.schema import Config
-from modelplex.limits.report import budget_source
+from modelplex.limits.report import budget_source, dashboard_budgets
 from modelplex.limits.secret import resolve_hmac_secret
 from modelplex.metering.catalog import Catalog, load_catalog
 from modelplex.observability.exposition import prepare_multiprocess
 from modelplex.observability.install import install as install_observability
+from modelplex.observability.requestlog import find as find_requestlog
+from modelplex.observability.requestlog_install import install as install_requestlog
 from modelplex.providers.registry import Registry, load_registry
 from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
 from modelplex.server.http import ASGIApp
@@ -33,7 +35,11 @@ def services_for(config: Config, registry: Registry, path: Path | None, env: Map
     runtime = build_runtime(config, registry, str(path) if path else "<memory>", resolve_hmac_secret(config),
                             catalog=catalog)
     svc = Services(holder=RuntimeHolder(runtime, path, env, catalog))
+    install_requestlog(svc)  # the request log, POST /v1/feedback and the dashboard
     install_observability(svc, env, budgets=budget_source(svc))  # metrics, traces, alerts
+    log = find_requestlog(svc)
+    if log is not None and log.dashboard is not None:
+        log.dashboard.budgets = dashboard_budgets(svc)
     return svc
 
 

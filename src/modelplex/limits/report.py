@@ -42,3 +42,17 @@ def budget_source(svc: Services) -> Callable[[], Awaitable[dict[str, tuple[int, 
         return out
 
     return usage
+
+
+def dashboard_budgets(svc: Services) -> Callable[[], Awaitable[list[dict[str, object]]]]:
+    """The same budgets, in the shape the dashboard's budget panel draws."""
+    source = budget_source(svc)
+
+    async def rows() -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for name, (spent, cap) in sorted((await source()).items()):
+            scope, _, period = name.rpartition(":")
+            out.append({"scope": scope, "period": period, "spent_micro": spent, "limit_micro": cap})
+        return out
+
+    return rows
