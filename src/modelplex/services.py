@@ -12,8 +12,8 @@ from modelplex.limits.admission import Admission
 from modelplex.limits.keys import KeyResolver
 from modelplex.metering.meter import Meter
 from modelplex.routing.health import Health
-from modelplex.server.shed import Shedder
 from modelplex.runtime import Runtime, RuntimeHolder
+from modelplex.server.shed import Shedder
 from modelplex.storage.factory import Stores, open_stores
 from modelplex.transport import Transport
 
@@ -69,6 +69,14 @@ class Services:
         self.tasks.append(admission.run)
         self.closers.append(admission.close)
         self.closers.append(self.stores.close)
+        if config.storage.redis_url:
+            from modelplex.routing.shared_health import RedisSharedHealth
+
+            shared = RedisSharedHealth.open(config.storage.redis_url, config.storage.redis_prefix,
+                                            config.storage.redis_timeout_s)
+            self.health.shared = shared
+            self.tasks.append(lambda: self.health.poll(0.25))
+            self.closers.append(shared.close)
 
     def _reloaded(self, rt: Runtime) -> None:
         self.health.configure(rt.config.routing)

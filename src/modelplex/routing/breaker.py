@@ -58,6 +58,10 @@ class Breaker:
     def success(self, now: float) -> None:
         self._trim(now)
         self._window.append((now, False))
+        if self.state == "open":
+            # Nothing is sent while open: this attempt began before the breaker opened, and says
+            # nothing about the deployment now. Only the half-open probe may close the breaker.
+            return
         self.consecutive = 0
         if self.state != "closed":
             self.state = "closed"

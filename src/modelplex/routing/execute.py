@@ -192,9 +192,12 @@ class Executor:
                 )
             ):
                 pause = self._backoff(self.tries[name])
-                if self._fits(c, time.monotonic() + pause):
+                # A retry is an attempt like any other: not while the breaker is open (a failed
+                # half-open probe has just reopened it) or the deployment cools down.
+                if self._fits(c, time.monotonic() + pause) and self.health.available(name, time.time()):
                     await asyncio.sleep(pause)
-                    return c, True
+                    if self.health.acquire(name, time.time()):
+                        return c, True
         while self.queue:
             c = self.queue.popleft()
             name = c.endpoint.name

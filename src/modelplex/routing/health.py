@@ -147,6 +147,10 @@ class Health:
             if until > h.cooldown_until:
                 h.cooldown_until = until
                 self._publish(name, "cooldown", until)
+            if h.breaker.state == "half_open":
+                # A 429 is no verdict on a half-open probe; without this the probe would stay
+                # taken and the deployment unavailable for good. The next one waits out the cooldown.
+                h.breaker.release_probe()
             return
         if exc.breaker and h.breaker.failure(now):
             log.warning("circuit breaker for %s opened for %.1fs: %s", name, h.breaker.open_for, exc.code)
