@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -167,6 +168,8 @@ async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
             tasks.append(asyncio.create_task(_watch_config(svc, 1.0)))
     tasks.extend(asyncio.create_task(start()) for start in svc.tasks)
     _drain_on_sigterm(svc, loop, tasks)
+    # Everything built so far lives as long as the process: keep the collector from rescanning it.
+    gc.freeze()
     await send({"type": "lifespan.startup.complete"})
     message = await receive()
     for task in tasks:

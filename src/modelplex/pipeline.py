@@ -42,6 +42,7 @@ async def chat(
             dialect.name,
             header(scope, b"x-modelplex-tags"),
             header(scope, b"x-modelplex-task"),
+            for_rules=request.model in rt.routes,
         )
         p = plan(rt, svc.health, request.model, ctx.caller, f, svc.rng, time.time())
         ctx.route, ctx.route_reason, ctx.tags = p.route.name if p.route else None, p.reason, tuple(f.tags)

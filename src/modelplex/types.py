@@ -17,26 +17,26 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 # --- content -------------------------------------------------------------------------------
 
 
-class Text(msgspec.Struct, tag="text", kw_only=True):
+class Text(msgspec.Struct, tag="text", kw_only=True, gc=False):
     text: str
     # Anthropic prompt-caching marker, carried so an Anthropic caller keeps it end to end.
     cache_control: dict[str, Any] | None = None
 
 
-class Image(msgspec.Struct, tag="image", kw_only=True):
+class Image(msgspec.Struct, tag="image", kw_only=True, gc=False):
     url: str | None = None  # http(s) URL
     data: str | None = None  # base64 payload when inline
     media_type: str | None = None
     detail: str | None = None
 
 
-class ToolCall(msgspec.Struct, tag="tool_call", kw_only=True):
+class ToolCall(msgspec.Struct, tag="tool_call", kw_only=True, gc=False):
     id: str
     name: str
     arguments: str  # JSON text, as the model produced it
 
 
-class ToolResult(msgspec.Struct, tag="tool_result", kw_only=True):
+class ToolResult(msgspec.Struct, tag="tool_result", kw_only=True, gc=False):
     tool_call_id: str
     content: list[Text | Image]
     is_error: bool = False
@@ -45,7 +45,7 @@ class ToolResult(msgspec.Struct, tag="tool_result", kw_only=True):
 Part = Text | Image | ToolCall | ToolResult
 
 
-class Message(msgspec.Struct, kw_only=True):
+class Message(msgspec.Struct, kw_only=True, gc=False):
     role: Role
     content: list[Part]
     name: str | None = None
@@ -54,19 +54,19 @@ class Message(msgspec.Struct, kw_only=True):
         return "".join(p.text for p in self.content if isinstance(p, Text))
 
 
-class Tool(msgspec.Struct, kw_only=True):
+class Tool(msgspec.Struct, kw_only=True, gc=False):
     name: str
     description: str | None = None
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     strict: bool | None = None
 
 
-class ToolChoice(msgspec.Struct, kw_only=True):
+class ToolChoice(msgspec.Struct, kw_only=True, gc=False):
     mode: Literal["auto", "none", "required", "tool"]
     name: str | None = None  # when mode == "tool"
 
 
-class ResponseFormat(msgspec.Struct, kw_only=True):
+class ResponseFormat(msgspec.Struct, kw_only=True, gc=False):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
     schema: dict[str, Any] | None = None
@@ -76,7 +76,7 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
 # --- requests ------------------------------------------------------------------------------
 
 
-class ChatRequest(msgspec.Struct, kw_only=True):
+class ChatRequest(msgspec.Struct, kw_only=True, gc=False):
     model: str
     messages: list[Message]
     stream: bool = False
@@ -116,7 +116,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
         return "\n".join(out)
 
 
-class EmbeddingRequest(msgspec.Struct, kw_only=True):
+class EmbeddingRequest(msgspec.Struct, kw_only=True, gc=False):
     model: str
     inputs: list[str] | list[list[int]]
     dimensions: int | None = None
@@ -127,7 +127,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
 # --- usage ---------------------------------------------------------------------------------
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class Usage(msgspec.Struct, kw_only=True, gc=False):
     """Token counts kept apart by how they are billed.
 
     `input_tokens` excludes cache reads and cache writes; `output_tokens` excludes reasoning.
@@ -164,14 +164,14 @@ class Usage(msgspec.Struct, kw_only=True):
 # --- responses -----------------------------------------------------------------------------
 
 
-class Choice(msgspec.Struct, kw_only=True):
+class Choice(msgspec.Struct, kw_only=True, gc=False):
     index: int
     message: Message
     finish_reason: FinishReason | None
     logprobs: Any = None
 
 
-class ChatResponse(msgspec.Struct, kw_only=True):
+class ChatResponse(msgspec.Struct, kw_only=True, gc=False):
     id: str
     model: str  # the upstream model that answered
     choices: list[Choice]
@@ -180,12 +180,12 @@ class ChatResponse(msgspec.Struct, kw_only=True):
     system_fingerprint: str | None = None
 
 
-class Embedding(msgspec.Struct, kw_only=True):
+class Embedding(msgspec.Struct, kw_only=True, gc=False):
     index: int
     vector: list[float] | str  # str when base64-encoded upstream
 
 
-class EmbeddingResponse(msgspec.Struct, kw_only=True):
+class EmbeddingResponse(msgspec.Struct, kw_only=True, gc=False):
     model: str
     data: list[Embedding]
     usage: Usage
@@ -196,13 +196,13 @@ class EmbeddingResponse(msgspec.Struct, kw_only=True):
 # stream encoder turns them into the caller's events. `choice` is the choice index (OpenAI `n`).
 
 
-class TextDelta(msgspec.Struct, kw_only=True):
+class TextDelta(msgspec.Struct, kw_only=True, gc=False):
     text: str
     choice: int = 0
     logprobs: Any = None
 
 
-class ToolCallDelta(msgspec.Struct, kw_only=True):
+class ToolCallDelta(msgspec.Struct, kw_only=True, gc=False):
     index: int  # position of the tool call within the choice
     arguments: str = ""
     id: str | None = None  # set on the first delta of a call
@@ -210,12 +210,12 @@ class ToolCallDelta(msgspec.Struct, kw_only=True):
     choice: int = 0
 
 
-class FinishDelta(msgspec.Struct, kw_only=True):
+class FinishDelta(msgspec.Struct, kw_only=True, gc=False):
     reason: FinishReason
     choice: int = 0
 
 
-class UsageDelta(msgspec.Struct, kw_only=True):
+class UsageDelta(msgspec.Struct, kw_only=True, gc=False):
     usage: Usage
 
 

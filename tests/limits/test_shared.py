@@ -25,6 +25,7 @@ KEYS = {
     "budget-team": "sk-shared-budget-team-001",
     "budget-user": "sk-shared-budget-user-001",
     "budget-nomax": "sk-shared-budget-nomax-01",
+    "ledger": "sk-shared-ledger-000000001",
 }
 
 
@@ -60,12 +61,14 @@ def cluster(sims: Sims, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         {"name": "budget-team", "key": KEYS["budget-team"], "team": "bt"},
         {"name": "budget-user", "key": KEYS["budget-user"], "user": "bu"},
         {"name": "budget-nomax", "key": KEYS["budget-nomax"]},
+        {"name": "ledger", "key": KEYS["ledger"]},
     ]
     cfg["budgets"] = [
         {"scope": "key", "name": "budget-key", "period": "day", "amount": 0.05},
         {"scope": "team", "name": "bt", "period": "month", "amount": 0.05},
         {"scope": "user", "name": "bu", "period": "total", "amount": 0.05},
         {"scope": "key", "name": "budget-nomax", "period": "day", "amount": 0.05},
+        {"scope": "key", "name": "ledger", "period": "month", "amount": 1000},
     ]
     cfg["admission"] = {"default_max_output_tokens": 10}
     cfg["storage"] = {
@@ -150,7 +153,7 @@ async def test_budget_never_exceeded_across_replicas(cluster: Cluster, key: str)
 
 
 async def test_ledger_total_equals_request_costs(cluster: Cluster) -> None:
-    results = await burst(cluster, KEYS["rpm"], 30, ask(10), concurrency=10)
+    results = await burst(cluster, KEYS["ledger"], 30, ask(10), concurrency=10)  # budgeted: ledgered
     answered = [h for status, h in results if status == 200]
     ids = [h["x-modelplex-request-id"] for h in answered]
     await asyncio.sleep(1.5)  # ledger rows are shipped every 0.5 s

@@ -31,12 +31,15 @@ from modelplex.limits.keys import KeyResolver
 from modelplex.metering.cost import micro_to_str
 from modelplex.metering.meter import Meter
 from modelplex.routing.plan import Plan
-from modelplex.runtime import Runtime
+from modelplex.runtime import Caller, Runtime
 from modelplex.storage.base import (
+    BudgetDecision,
     BudgetRule,
     Counters,
     Ledger,
     LedgerEntry,
+    LimitSpec,
+    RateDecision,
     RateRule,
     StoreUnavailable,
     period_reset,
@@ -45,6 +48,7 @@ from modelplex.storage.memory import MemoryCounters
 
 log = logging.getLogger("modelplex.limits")
 LEDGER_FLUSH_S = 0.5
+NO_LIMITS = LimitSpec()
 
 
 @dataclass
@@ -64,6 +68,9 @@ class Ticket:
     @property
     def empty(self) -> bool:
         return not (self.rate_rules or self.leases or self.reservation)
+
+
+EMPTY = Ticket()  # shared and never changed: nothing was taken
 
 
 class Admission:
@@ -108,6 +115,8 @@ class Admission:
     async def admit(self, rt: Runtime, ctx: RequestContext, plan: Plan) -> Ticket:
         caller = ctx.caller
         assert caller is not None
+        if self._nothing_applies(rt, caller):
+            return EMPTY
         team = self.keys.cached_team(caller.team)
         if team is _MISSING:
             team = await self.keys.team(caller.team)
@@ -126,14 +135,35 @@ class Admission:
         try:
             if leases:
                 await self._acquire(ticket, leases, ctx, now)
-            if rate:
-                await self._take(ticket, rate, now)
-            if budgets:
-                await self._reserve(ticket, budgets, ctx, rt, plan, now)
+            if rate and budgets and self._store_ok() and not ticket.local:
+                await self._take_and_reserve(ticket, rate, budgets, ctx, rt, plan, now)
+            else:
+                if rate:
+                    await self._take(ticket, rate, now)
+                if budgets:
+                    await self._reserve(ticket, budgets, ctx, rt, plan, now)
         except BaseException:
             await self._undo(ticket)
             raise
         return ticket
+
+    def _nothing_applies(self, rt: Runtime, caller: Caller) -> bool:
+        """No limit or budget can apply: no config rule, none on the key, none on its cached team
+        or user (an uncached record is looked up the slow way)."""
+        config = rt.config
+        if config.limits or config.budgets or caller.budgets:
+            return False
+        if caller.rpm is not None or caller.tpm is not None or caller.concurrency is not None:
+            return False
+        for record in (
+            self.keys.cached_team(caller.team),
+            self.keys.cached_user(caller.user) if caller.user else None,
+        ):
+            if record is _MISSING:
+                return False
+            if record is not None and (record.budgets or record.limits != NO_LIMITS):
+                return False
+        return True
 
     async def _acquire(
         self, ticket: Ticket, leases: list[tuple[str, int]], ctx: RequestContext, now: float
@@ -171,6 +201,10 @@ class Admission:
                 for r in rules
             ]
             decision = await self.local.take(local_rules, amounts, now)
+        self._check_rate(decision)
+        ticket.rate_rules = rules
+
+    def _check_rate(self, decision: RateDecision) -> None:
         if not decision.allowed:
             rejected = decision.rejected
             assert rejected is not None
@@ -192,7 +226,6 @@ class Admission:
                 retry_after=retry,
                 headers=headers,
             )
-        ticket.rate_rules = rules
 
     async def _reserve(
         self,
@@ -214,26 +247,61 @@ class Admission:
             self._store_failed(exc)
             self._budget_store_down(hard)
             return
-        if not decision.allowed:
-            rule = decision.rejected
-            assert rule is not None
-            self._reject("budget")
-            reset = period_reset(rule.period, now)
-            when = (
-                f"; it resets at {dt.datetime.fromtimestamp(reset, tz=dt.UTC):%Y-%m-%dT%H:%MZ}"
-                if reset is not None
-                else "; it does not reset"
+        self._check_budget(decision, rt, now)
+        self._reserved(ticket, ctx, plan, amount, bool(hard))
+
+    async def _take_and_reserve(
+        self,
+        ticket: Ticket,
+        rules: list[RateRule],
+        budgets: list[BudgetRule],
+        ctx: RequestContext,
+        rt: Runtime,
+        plan: Plan,
+        now: float,
+    ) -> None:
+        """Rate windows and the budget in one round trip to the store."""
+        amount = R.worst_case_micro(plan, self.settings.default_max_output_tokens, self.meter())
+        amounts = [1 if r.kind == "rpm" else ticket.estimated_tokens for r in rules]
+        try:
+            rate, budget = await self.counters.admit_many(
+                rules, amounts, budgets, amount, ctx.request_id, now, self.reservation_ttl_s
             )
-            currency = rt.config.metering.currency
-            raise LimitExceeded(
-                f"Budget {R.describe(rule.scope)} ({rule.period}, {micro_to_str(rule.cap_micro, 2)} "
-                f"{currency}) has no room for this request{when}.",
-                retry_after=(reset - now) if reset is not None else None,
-                headers={"x-modelplex-budget": f"{rule.scope}; period={rule.period}"},
-            ) from None
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            await self._take(ticket, rules, now)  # the store is now skipped: counted locally
+            self._budget_store_down([r for r in budgets if r.hard])
+            return
+        self._check_rate(rate)
+        ticket.rate_rules = rules
+        assert budget is not None
+        self._check_budget(budget, rt, now)
+        self._reserved(ticket, ctx, plan, amount, any(r.hard for r in budgets))
+
+    def _reserved(self, ticket: Ticket, ctx: RequestContext, plan: Plan, amount: int, hard: bool) -> None:
         ticket.reservation, ticket.reserved_micro = ctx.request_id, amount
         if hard and plan.features.max_tokens is None:
             ticket.max_tokens = self.settings.default_max_output_tokens
+
+    def _check_budget(self, decision: BudgetDecision, rt: Runtime, now: float) -> None:
+        if decision.allowed:
+            return
+        rule = decision.rejected
+        assert rule is not None
+        self._reject("budget")
+        reset = period_reset(rule.period, now)
+        when = (
+            f"; it resets at {dt.datetime.fromtimestamp(reset, tz=dt.UTC):%Y-%m-%dT%H:%MZ}"
+            if reset is not None
+            else "; it does not reset"
+        )
+        currency = rt.config.metering.currency
+        raise LimitExceeded(
+            f"Budget {R.describe(rule.scope)} ({rule.period}, {micro_to_str(rule.cap_micro, 2)} "
+            f"{currency}) has no room for this request{when}.",
+            retry_after=(reset - now) if reset is not None else None,
+            headers={"x-modelplex-budget": f"{rule.scope}; period={rule.period}"},
+        )
 
     def _budget_store_down(self, hard: list[BudgetRule]) -> None:
         if hard and self.settings.budgets_when_store_down == "closed":
@@ -252,7 +320,8 @@ class Admission:
     def settle_later(self, rt: Runtime, ticket: Ticket, ctx: RequestContext) -> None:
         """Queue the ledger row now; settle counters in a task only when admission took any."""
         spend = (ctx.report_cost_micro or 0) + ctx.waste_micro
-        if self.ledger is not None and ctx.answered_by is not None:
+        # The ledger is the audit of budgeted spend; the request log records every request's cost.
+        if self.ledger is not None and ticket.reservation is not None:
             self._pending.append(ledger_entry(ctx, spend))
         if ticket.empty:
             return
@@ -262,20 +331,21 @@ class Admission:
 
     async def settle(self, rt: Runtime, ticket: Ticket, ctx: RequestContext, spend: int) -> None:
         now = time.time()
-        store: Counters = self.local if ticket.local else self.counters
+        tpm = [r for r in ticket.rate_rules if r.kind == "tpm"]
+        extra = 0
+        if tpm and ctx.usage is not None:
+            extra = max(ctx.usage.prompt_total + ctx.usage.completion_total - ticket.estimated_tokens, 0)
+        if not extra:
+            tpm = []
         try:
-            if ticket.leases:
-                await store.release_lease(ticket.leases, ctx.request_id)
-            tpm = [r for r in ticket.rate_rules if r.kind == "tpm"]
-            if tpm and ctx.usage is not None:
-                extra = ctx.usage.prompt_total + ctx.usage.completion_total - ticket.estimated_tokens
-                if extra > 0:
-                    await store.add(tpm, [extra] * len(tpm), now)
-            if ticket.reservation is not None:
-                if spend > 0:
-                    await self.counters.settle(ticket.reservation, spend, now)
-                else:
-                    await self.counters.release(ticket.reservation)
+            if ticket.local:  # leases and windows were counted locally; the reservation never was
+                await self.local.finish(ticket.leases, ctx.request_id, tpm, [extra] * len(tpm), None, 0, now)
+                if ticket.reservation is not None:
+                    await self.counters.finish([], "", [], [], ticket.reservation, spend, now)
+            else:
+                await self.counters.finish(
+                    ticket.leases, ctx.request_id, tpm, [extra] * len(tpm), ticket.reservation, spend, now
+                )
         except StoreUnavailable as exc:
             # The reservation expires on its own (TTL); the lease too.
             self._store_failed(exc)

@@ -34,7 +34,8 @@ def install(svc: Services) -> RequestLog:
     settings = svc.runtime().config.request_log
     base = svc.holder.path.resolve().parent if svc.holder.path is not None else Path.cwd()
     requestlog = RequestLog(svc, settings, base)
-    svc.sinks.append(requestlog)
+    if settings.enabled:  # off: no row is built at all (the dashboard's live panels need the log)
+        svc.sinks.append(requestlog)
     if requestlog.shipper is not None:
         svc.tasks += [requestlog.shipper.run, requestlog.fsync_loop]
         svc.closers.append(requestlog.close)
@@ -63,6 +64,7 @@ async def feedback(svc: Services, requestlog: RequestLog, scope: Scope, receive:
         status, payload = OPENAI.render_error(exc)
         await send_body(send, status, payload, [])
         return
-    requestlog.feedback(Feedback(request_id=body.request_id, score=body.score, ts=time.time(),
-                                 key_name=caller.key_name))
+    requestlog.feedback(
+        Feedback(request_id=body.request_id, score=body.score, ts=time.time(), key_name=caller.key_name)
+    )
     await send_body(send, 202, _encode({"status": "accepted", "request_id": body.request_id}), [])

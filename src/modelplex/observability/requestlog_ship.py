@@ -59,12 +59,19 @@ class LogStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rows_spooled": self.rows_spooled, "rows_shipped": self.rows_shipped,
-            "rows_dead_lettered": self.rows_dead_lettered, "rows_lost": self.rows_lost,
-            "batches": self.batches, "store_errors": self.store_errors, "store_up": self.store_up,
-            "last_error": self.last_error, "last_shipped_at": self.last_shipped_at,
-            "backlog_rows": self.backlog_rows, "backlog_bytes": self.backlog_bytes,
-            "adopted_spools": self.adopted_spools, "retention_deleted": self.retention_deleted,
+            "rows_spooled": self.rows_spooled,
+            "rows_shipped": self.rows_shipped,
+            "rows_dead_lettered": self.rows_dead_lettered,
+            "rows_lost": self.rows_lost,
+            "batches": self.batches,
+            "store_errors": self.store_errors,
+            "store_up": self.store_up,
+            "last_error": self.last_error,
+            "last_shipped_at": self.last_shipped_at,
+            "backlog_rows": self.backlog_rows,
+            "backlog_bytes": self.backlog_bytes,
+            "adopted_spools": self.adopted_spools,
+            "retention_deleted": self.retention_deleted,
         }
 
 
@@ -73,8 +80,15 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Shipper:
-    def __init__(self, spool: Spool, store: LogStore, dead_letter: Path, settings: Settings,
-                 stats: LogStats, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        store: LogStore,
+        dead_letter: Path,
+        settings: Settings,
+        stats: LogStats,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.spool = spool
         self.store = store
         self.dead_letter = dead_letter
@@ -112,7 +126,9 @@ class Shipper:
                 await asyncio.sleep(self.settings.retry_max_s)
                 continue
             delay = 0.1
-            if not progressed:
+            # Ship again at once only after a full batch (a backlog); otherwise let rows gather for
+            # an interval: a few large batches cost far less CPU than many small ones under load.
+            if progressed < self.settings.batch_rows:
                 await asyncio.sleep(self.settings.ship_interval_ms / 1000.0)
 
     async def drain(self, timeout_s: float) -> bool:
@@ -141,9 +157,9 @@ class Shipper:
             self._own = Cursor(self.spool.directory, self.spool)
         return ([self._own] if self._own is not None else []) + list(self._adopted)
 
-    async def ship_once(self) -> bool:
-        """Store one batch from each spool that has one; False when there was nothing to ship."""
-        progressed = False
+    async def ship_once(self) -> int:
+        """Store one batch from each spool that has one; the largest batch's rows (0: nothing)."""
+        progressed = 0
         for cursor in self._cursors():
             batch = await asyncio.to_thread(cursor.read, self.settings.batch_rows)
             if batch is None:
@@ -156,14 +172,16 @@ class Shipper:
                 self._store_open = True
             await self._ship(batch)
             await asyncio.to_thread(cursor.commit, batch)
+            rows = len(batch.lines) + len(batch.torn)
             if cursor is self._own:
-                self.stats.own_done += len(batch.lines) + len(batch.torn)
-            progressed = True
+                self.stats.own_done += rows
+            progressed = max(progressed, rows)
         return progressed
 
     async def _ship(self, batch: Batch) -> None:
-        dead: list[tuple[Any, str]] = [(t.decode("utf-8", "replace"), "torn line: the write was cut short")
-                                       for t in batch.torn]
+        dead: list[tuple[Any, str]] = [
+            (t.decode("utf-8", "replace"), "torn line: the write was cut short") for t in batch.torn
+        ]
         rows: list[Row] = []
         feedback: list[Feedback] = []
         for line in batch.lines:
@@ -202,8 +220,12 @@ class Shipper:
         finally:
             os.close(fd)
         self.stats.rows_dead_lettered += len(dead)
-        log.error("request log: %d record(s) the store rejected went to %s (first: %s)",
-                  len(dead), self.dead_letter, dead[0][1])
+        log.error(
+            "request log: %d record(s) the store rejected went to %s (first: %s)",
+            len(dead),
+            self.dead_letter,
+            dead[0][1],
+        )
 
     # -- housekeeping -----------------------------------------------------------------------------
 
@@ -212,9 +234,7 @@ class Shipper:
         if now >= self._next_adopt:
             self._next_adopt = now + ADOPT_EVERY_S
             taken = {c.directory for c in self._adopted}
-            found = await asyncio.to_thread(
-                adopt_orphans, Path(self.spool.root), self.spool.directory, taken
-            )
+            found = await asyncio.to_thread(adopt_orphans, Path(self.spool.root), self.spool.directory, taken)
             if found:
                 log.info("request log: shipping %d spool(s) left by stopped processes", len(found))
             self._adopted += found
@@ -238,8 +258,9 @@ class Shipper:
                 log.info("request log retention: deleted %d row(s) older than %g day(s)", deleted, days)
 
 
-async def _isolate(items: Sequence[T], put: Callable[[Sequence[T]], Awaitable[None]]
-                   ) -> list[tuple[Any, str]]:
+async def _isolate(
+    items: Sequence[T], put: Callable[[Sequence[T]], Awaitable[None]]
+) -> list[tuple[Any, str]]:
     """Store `items` in one go; when the store rejects the data, one by one, and return the ones
     it rejects alone (with the reason). StoreUnavailable propagates: the batch is retried whole."""
     try:

@@ -75,11 +75,11 @@ _ERROR_TYPES: dict[str, type[UpstreamError]] = {
 # --- wire structs of what arrives ------------------------------------------------------------
 
 
-class _OutputDetails(msgspec.Struct):
+class _OutputDetails(msgspec.Struct, gc=False):
     thinking_tokens: int | None = None
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
@@ -87,7 +87,7 @@ class _Usage(msgspec.Struct):
     output_tokens_details: _OutputDetails | None = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     type: str
     text: str | None = None
     id: str | None = None
@@ -95,7 +95,7 @@ class _Block(msgspec.Struct):
     input: Any = None
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     id: str = ""
     model: str = ""
     content: list[_Block] = []
@@ -103,23 +103,23 @@ class _Message(msgspec.Struct):
     usage: _Usage | None = None
 
 
-class _ErrorBody(msgspec.Struct):
+class _ErrorBody(msgspec.Struct, gc=False):
     type: str = "api_error"
     message: str = ""
 
 
-class _ErrorEnvelope(msgspec.Struct):
+class _ErrorEnvelope(msgspec.Struct, gc=False):
     error: _ErrorBody | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     type: str | None = None
     text: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     type: str
     index: int = 0
     message: _Message | None = None

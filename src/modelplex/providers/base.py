@@ -19,14 +19,14 @@ from modelplex.types import ChatRequest, ChatResponse, Delta, EmbeddingRequest, 
 Framing = Literal["sse", "aws-eventstream"]
 
 
-class SSEEvent(msgspec.Struct):
+class SSEEvent(msgspec.Struct, gc=False):
     """One server-sent event: `event:` name (None when absent) and its joined `data:` lines."""
 
     event: str | None
     data: str
 
 
-class BinaryEvent(msgspec.Struct):
+class BinaryEvent(msgspec.Struct, gc=False):
     """One AWS event-stream message: its string headers and raw payload."""
 
     headers: dict[str, str]
@@ -36,7 +36,7 @@ class BinaryEvent(msgspec.Struct):
 UpstreamEvent = SSEEvent | BinaryEvent
 
 
-class Target(msgspec.Struct, kw_only=True):
+class Target(msgspec.Struct, kw_only=True, gc=False):
     """A deployment resolved for its adapter once per config load: URL and static headers."""
 
     deployment: Deployment
@@ -47,7 +47,7 @@ class Target(msgspec.Struct, kw_only=True):
     headers: dict[str, str]
 
 
-class UpstreamRequest(msgspec.Struct, kw_only=True):
+class UpstreamRequest(msgspec.Struct, kw_only=True, gc=False):
     method: str = "POST"
     url: str
     headers: dict[str, str]

@@ -55,26 +55,26 @@ _ACCOUNT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", 
 # --- wire structs for what arrives from upstream ---------------------------------------------
 
 
-class _Fn(msgspec.Struct):
+class _Fn(msgspec.Struct, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class _ToolCall(msgspec.Struct):
+class _ToolCall(msgspec.Struct, gc=False):
     id: str | None = None
     type: str | None = None
     function: _Fn | None = None
     index: int | None = None
 
 
-class _Msg(msgspec.Struct):
+class _Msg(msgspec.Struct, gc=False):
     role: str | None = None
     content: str | None = None
     tool_calls: list[_ToolCall] | None = None
     refusal: str | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     index: int = 0
     message: _Msg | None = None
     delta: _Msg | None = None
@@ -82,16 +82,16 @@ class _Choice(msgspec.Struct):
     logprobs: Any = None
 
 
-class _PromptDetails(msgspec.Struct):
+class _PromptDetails(msgspec.Struct, gc=False):
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
 
 
-class _CompletionDetails(msgspec.Struct):
+class _CompletionDetails(msgspec.Struct, gc=False):
     reasoning_tokens: int | None = None
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: int | None = 0
     completion_tokens: int | None = 0
     prompt_tokens_details: _PromptDetails | None = None
@@ -99,14 +99,14 @@ class _Usage(msgspec.Struct):
     prompt_cache_hit_tokens: int | None = None  # DeepSeek
 
 
-class _ErrorBody(msgspec.Struct):
+class _ErrorBody(msgspec.Struct, gc=False):
     message: str | None = None
     type: str | None = None
     code: str | int | None = None
     param: str | None = None
 
 
-class _Completion(msgspec.Struct):
+class _Completion(msgspec.Struct, gc=False):
     id: str = ""
     model: str = ""
     created: int = 0
@@ -116,17 +116,17 @@ class _Completion(msgspec.Struct):
     error: _ErrorBody | None = None
 
 
-class _ErrorEnvelope(msgspec.Struct):
+class _ErrorEnvelope(msgspec.Struct, gc=False):
     error: _ErrorBody | str | None = None
     message: str | None = None  # some compatible servers put it at the top level
 
 
-class _EmbeddingItem(msgspec.Struct):
+class _EmbeddingItem(msgspec.Struct, gc=False):
     index: int
     embedding: list[float] | str
 
 
-class _Embeddings(msgspec.Struct):
+class _Embeddings(msgspec.Struct, gc=False):
     data: list[_EmbeddingItem]
     model: str = ""
     usage: _Usage | None = None

@@ -50,10 +50,12 @@ def features(
     dialect: str,
     tags_header: str | None,
     task_header: str | None,
+    for_rules: bool = True,
 ) -> Features:
+    """`for_rules=False` skips what only routing rules read (words, tags, task)."""
     text = request.prompt_text()
     task = task_header
-    if task is None and request.metadata:
+    if for_rules and task is None and request.metadata:
         value = request.metadata.get("task")
         task = str(value) if value is not None else None
     tool_chars = sum(
@@ -64,14 +66,14 @@ def features(
         prompt_text=text,
         prompt_chars=chars,
         prompt_tokens=chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS * len(request.messages),
-        prompt_words=len(text.split()),
+        prompt_words=len(text.split()) if for_rules else 0,
         max_tokens=request.max_tokens,
         tools=bool(request.tools),
         json_schema=request.response_format is not None and request.response_format.type != "text",
         vision=any(isinstance(p, Image) for m in request.messages for p in m.content),
         stream=request.stream,
         task=task,
-        tags=_tags(request, tags_header),
+        tags=_tags(request, tags_header) if for_rules else frozenset(),
         team=caller.team if caller else None,
         tier=caller.tier if caller else None,
         key=caller.key_name if caller else None,

@@ -34,55 +34,55 @@ from modelplex.types import (
 # --- request wire schema ---------------------------------------------------------------------
 
 
-class _Source(msgspec.Struct):
+class _Source(msgspec.Struct, gc=False):
     type: Literal["base64", "url"]
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
 
 
-class _TextBlock(msgspec.Struct, tag="text", tag_field="type"):
+class _TextBlock(msgspec.Struct, tag="text", tag_field="type", gc=False):
     text: str
     cache_control: dict[str, Any] | None = None
 
 
-class _ImageBlock(msgspec.Struct, tag="image", tag_field="type"):
+class _ImageBlock(msgspec.Struct, tag="image", tag_field="type", gc=False):
     source: _Source
     cache_control: dict[str, Any] | None = None
 
 
-class _ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type"):
+class _ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type", gc=False):
     id: str
     name: str
     input: Any = None
     cache_control: dict[str, Any] | None = None
 
 
-class _ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type"):
+class _ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type", gc=False):
     tool_use_id: str
     content: str | list[_TextBlock | _ImageBlock] | None = None
     is_error: bool = False
     cache_control: dict[str, Any] | None = None
 
 
-class _ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
+class _ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type", gc=False):
     thinking: str = ""
     signature: str | None = None
 
 
-class _RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
+class _RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type", gc=False):
     data: str = ""
 
 
 _Block = _TextBlock | _ImageBlock | _ToolUseBlock | _ToolResultBlock | _ThinkingBlock | _RedactedThinkingBlock
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     role: Literal["user", "assistant"]
     content: str | list[_Block]
 
 
-class _ToolDef(msgspec.Struct):
+class _ToolDef(msgspec.Struct, gc=False):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     input_schema: dict[str, Any]
     description: str | None = None
@@ -90,17 +90,17 @@ class _ToolDef(msgspec.Struct):
     type: str | None = None
 
 
-class _ToolChoice(msgspec.Struct):
+class _ToolChoice(msgspec.Struct, gc=False):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class _Metadata(msgspec.Struct):
+class _Metadata(msgspec.Struct, gc=False):
     user_id: str | None = None
 
 
-class _Request(msgspec.Struct):
+class _Request(msgspec.Struct, gc=False):
     model: Annotated[str, Meta(min_length=1)]
     messages: list[_Message]
     max_tokens: Annotated[int, Meta(ge=1)]

@@ -21,6 +21,7 @@ from modelplex.types import ChatRequest, ChatResponse
 
 log = logging.getLogger("modelplex.server")
 _encode = msgspec.json.Encoder().encode
+NON_STREAM_WATCH_DELAY_S = 0.5
 
 
 class InternalError(ModelplexError):
@@ -69,7 +70,7 @@ async def chat(svc: Services, dialect: Dialect, scope: Scope, receive: Receive, 
     watch: _Disconnect | None = None
     try:
         body = await read_body(scope, receive, svc.runtime().config.server.max_body_bytes)
-        watch = _Disconnect(receive)
+        watch = _Disconnect(receive, NON_STREAM_WATCH_DELAY_S)
         request, result = await pipeline.chat(svc, ctx, dialect, scope, body)
     except ClientGone:
         return
@@ -99,12 +100,24 @@ async def chat(svc: Services, dialect: Dialect, scope: Scope, receive: Receive, 
 
 
 class _Disconnect:
-    """Watches for the client going away and cancels the streaming task when it does."""
+    """Watches for the client going away and cancels the request's task when it does.
 
-    def __init__(self, receive: Receive) -> None:
+    Watching costs a task, so for a non-streaming request it starts only after `delay`: most
+    answers are done by then, and a client that leaves is still noticed within a second."""
+
+    def __init__(self, receive: Receive, delay: float = 0.0) -> None:
         self.gone = False
         self._task = asyncio.current_task()
-        self._watcher = asyncio.create_task(self._watch(receive))
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if delay:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._start, receive)
+        else:
+            self._start(receive)
+
+    def _start(self, receive: Receive) -> None:
+        self._timer = None
+        self._watcher = asyncio.ensure_future(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -116,7 +129,10 @@ class _Disconnect:
                 return
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _stream(

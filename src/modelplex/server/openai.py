@@ -43,34 +43,34 @@ from modelplex.types import (
 # --- request wire schema ---------------------------------------------------------------------
 
 
-class _TextPart(msgspec.Struct, tag="text", tag_field="type"):
+class _TextPart(msgspec.Struct, tag="text", tag_field="type", gc=False):
     text: str
 
 
-class _ImageURL(msgspec.Struct):
+class _ImageURL(msgspec.Struct, gc=False):
     url: str
     detail: str | None = None
 
 
-class _ImagePart(msgspec.Struct, tag="image_url", tag_field="type"):
+class _ImagePart(msgspec.Struct, tag="image_url", tag_field="type", gc=False):
     image_url: _ImageURL
 
 
 _Part = _TextPart | _ImagePart
 
 
-class _Fn(msgspec.Struct):
+class _Fn(msgspec.Struct, gc=False):
     name: str
     arguments: str = ""
 
 
-class _ToolCall(msgspec.Struct):
+class _ToolCall(msgspec.Struct, gc=False):
     id: str
     function: _Fn
     type: Literal["function"] = "function"
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[_Part] | None = None
     name: str | None = None
@@ -79,40 +79,40 @@ class _Message(msgspec.Struct):
     refusal: str | None = None
 
 
-class _FnDef(msgspec.Struct):
+class _FnDef(msgspec.Struct, gc=False):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class _ToolDef(msgspec.Struct):
+class _ToolDef(msgspec.Struct, gc=False):
     function: _FnDef
     type: Literal["function"] = "function"
 
 
-class _NamedFn(msgspec.Struct):
+class _NamedFn(msgspec.Struct, gc=False):
     name: str
 
 
-class _ToolChoiceObj(msgspec.Struct):
+class _ToolChoiceObj(msgspec.Struct, gc=False):
     function: _NamedFn
     type: Literal["function"] = "function"
 
 
-class _JsonSchema(msgspec.Struct):
+class _JsonSchema(msgspec.Struct, gc=False):
     name: str
     schema: dict[str, Any] | None = None
     strict: bool | None = None
     description: str | None = None
 
 
-class _ResponseFormat(msgspec.Struct):
+class _ResponseFormat(msgspec.Struct, gc=False):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: _JsonSchema | None = None
 
 
-class _StreamOptions(msgspec.Struct):
+class _StreamOptions(msgspec.Struct, gc=False):
     include_usage: bool = False
 
 
@@ -121,7 +121,7 @@ Penalty = Annotated[float, Meta(ge=-2, le=2)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 
 
-class _ChatRequest(msgspec.Struct):
+class _ChatRequest(msgspec.Struct, gc=False):
     model: Annotated[str, Meta(min_length=1)]
     messages: Annotated[list[_Message], Meta(min_length=1)]
     stream: bool = False
@@ -433,7 +433,7 @@ def render_error(exc: ModelplexError) -> tuple[int, bytes]:
 # --- embeddings and models -------------------------------------------------------------------
 
 
-class _EmbeddingRequest(msgspec.Struct):
+class _EmbeddingRequest(msgspec.Struct, gc=False):
     model: Annotated[str, Meta(min_length=1)]
     input: str | Annotated[list[Any], Meta(min_length=1)]
     dimensions: PositiveInt | None = None

@@ -241,8 +241,9 @@ class Counters(Protocol):
 
     async def release_lease(self, scopes: list[str], lease: str) -> None: ...
 
-    async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
-                      ttl_s: float) -> BudgetDecision:
+    async def reserve(
+        self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float, ttl_s: float
+    ) -> BudgetDecision:
         """All-or-nothing over the hard rules (see the module docstring). An id still in use
         (open, or expired less than one TTL ago) changes nothing and is reported allowed: a
         retried call. `spent_micro`/`reserved_micro` are after this reservation (or now, when
@@ -254,7 +255,71 @@ class Counters(Protocol):
 
     async def budget_state(self, rule: BudgetRule, now: float) -> BudgetState: ...
 
+    async def admit_many(
+        self,
+        rules: list[RateRule],
+        amounts: list[int],
+        budgets: list[BudgetRule],
+        amount_micro: int,
+        reservation: str,
+        now: float,
+        ttl_s: float,
+    ) -> tuple[RateDecision, BudgetDecision | None]:
+        """`take` then `reserve` in one round trip where the backend allows. The reservation is
+        made only if the take is allowed (a backend that sends both at once releases it)."""
+
+    async def finish(
+        self,
+        leases: list[str],
+        lease: str,
+        rules: list[RateRule],
+        amounts: list[int],
+        reservation: str | None,
+        actual_micro: int,
+        now: float,
+    ) -> None:
+        """Everything a request's end settles, in one round trip where the backend allows:
+        `release_lease`, `add` (TPM corrections), then `settle` (or `release` when actual is 0)."""
+
     async def close(self) -> None: ...
+
+
+async def admit_in_turn(
+    counters: Counters,
+    rules: list[RateRule],
+    amounts: list[int],
+    budgets: list[BudgetRule],
+    amount_micro: int,
+    reservation: str,
+    now: float,
+    ttl_s: float,
+) -> tuple[RateDecision, BudgetDecision | None]:
+    """`admit_many` as separate calls: for backends where a call costs no round trip."""
+    decision = await counters.take(rules, amounts, now) if rules else RateDecision(True)
+    if not decision.allowed or not budgets:
+        return decision, None
+    return decision, await counters.reserve(budgets, amount_micro, reservation, now, ttl_s)
+
+
+async def finish_in_turn(
+    counters: Counters,
+    leases: list[str],
+    lease: str,
+    rules: list[RateRule],
+    amounts: list[int],
+    reservation: str | None,
+    actual_micro: int,
+    now: float,
+) -> None:
+    if leases:
+        await counters.release_lease(leases, lease)
+    if rules:
+        await counters.add(rules, amounts, now)
+    if reservation is not None:
+        if actual_micro > 0:
+            await counters.settle(reservation, actual_micro, now)
+        else:
+            await counters.release(reservation)
 
 
 # --- ledger ------------------------------------------------------------------------------------
@@ -281,8 +346,9 @@ class Ledger(Protocol):
     async def record(self, entries: list[LedgerEntry]) -> None:
         """Idempotent by request_id: recording an entry twice stores it once."""
 
-    async def total(self, *, team: str | None = None, key_id: str | None = None,
-                    since: float | None = None) -> int:
+    async def total(
+        self, *, team: str | None = None, key_id: str | None = None, since: float | None = None
+    ) -> int:
         """Sum of report_cost_micro of matching entries."""
 
     async def count(self) -> int: ...

@@ -20,6 +20,8 @@ from modelplex.storage.base import (
     RateRule,
     TeamRecord,
     UserRecord,
+    admit_in_turn,
+    finish_in_turn,
 )
 from modelplex.storage.counting import (
     EXPIRED,
@@ -60,8 +62,11 @@ class MemoryKeyStore:
         return self._keys.get(key_id)
 
     async def list_keys(self, team: str | None = None, user: str | None = None) -> list[KeyRecord]:
-        found = [k for k in self._keys.values()
-                 if (team is None or k.team == team) and (user is None or k.user == user)]
+        found = [
+            k
+            for k in self._keys.values()
+            if (team is None or k.team == team) and (user is None or k.user == user)
+        ]
         return sorted(found, key=lambda k: (k.created_at, k.id))
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord:
@@ -198,8 +203,14 @@ class MemoryCounters:
                 rejected = i
         if rejected >= 0:
             rule, window = rules[rejected], windows[rejected]
-            wait = retry_after(sorted(window.buckets.items()), window.total, amounts[rejected],
-                               rule.limit, rule.window_s, now)
+            wait = retry_after(
+                sorted(window.buckets.items()),
+                window.total,
+                amounts[rejected],
+                rule.limit,
+                rule.window_s,
+                now,
+            )
             left = tuple(max(0, r.limit - w.total) for r, w in zip(rules, windows, strict=True))
             return RateDecision(False, rule, wait, left)
         remaining: list[int] = []
@@ -252,8 +263,9 @@ class MemoryCounters:
 
     # budgets
 
-    async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
-                      ttl_s: float) -> BudgetDecision:
+    async def reserve(
+        self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float, ttl_s: float
+    ) -> BudgetDecision:
         if amount_micro < 0:
             raise ValueError("a reservation is never negative")
         if now >= self._next_sweep:
@@ -276,7 +288,8 @@ class MemoryCounters:
             budget.reserved += amount_micro
         expires_at = now + ttl_s
         self._reservations[reservation] = _Reservation(
-            amount_micro, list(distinct.values()), expires_at, now + reservation_lifetime(ttl_s))
+            amount_micro, list(distinct.values()), expires_at, now + reservation_lifetime(ttl_s)
+        )
         heapq.heappush(self._timers, (expires_at, reservation))
         return _decision(True, None, budgets)
 
@@ -327,25 +340,52 @@ class MemoryCounters:
         """Drop what nobody will read again: empty windows, expired leases, past periods."""
         self._next_sweep = now + SWEEP_EVERY_S
         second = math.floor(now)
-        for key in [k for k, w in self._windows.items()
-                    if not w.buckets or max(w.buckets) < second - k[2]]:
+        for key in [k for k, w in self._windows.items() if not w.buckets or max(w.buckets) < second - k[2]]:
             del self._windows[key]
         for scope, held in list(self._leases.items()):
             for gone in [name for name, until in held.items() if until <= now]:
                 del held[gone]
             if not held:
                 del self._leases[scope]
-        for name in [n for n, b in self._budgets.items()
-                     if b.expires_at is not None and b.expires_at <= now and b.reserved == 0]:
+        for name in [
+            n
+            for n, b in self._budgets.items()
+            if b.expires_at is not None and b.expires_at <= now and b.reserved == 0
+        ]:
             del self._budgets[name]
+
+    async def admit_many(
+        self,
+        rules: list[RateRule],
+        amounts: list[int],
+        budgets: list[BudgetRule],
+        amount_micro: int,
+        reservation: str,
+        now: float,
+        ttl_s: float,
+    ) -> tuple[RateDecision, BudgetDecision | None]:
+        return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
+
+    async def finish(
+        self,
+        leases: list[str],
+        lease: str,
+        rules: list[RateRule],
+        amounts: list[int],
+        reservation: str | None,
+        actual_micro: int,
+        now: float,
+    ) -> None:
+        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
 
     async def close(self) -> None:
         pass
 
 
 def _decision(allowed: bool, rejected: BudgetRule | None, budgets: list[_Budget]) -> BudgetDecision:
-    return BudgetDecision(allowed, rejected, tuple([b.spent for b in budgets]),
-                          tuple([b.reserved for b in budgets]))
+    return BudgetDecision(
+        allowed, rejected, tuple([b.spent for b in budgets]), tuple([b.reserved for b in budgets])
+    )
 
 
 # --- ledger ------------------------------------------------------------------------------------
@@ -359,11 +399,16 @@ class MemoryLedger:
         for entry in entries:
             self._entries.setdefault(entry.request_id, entry)
 
-    async def total(self, *, team: str | None = None, key_id: str | None = None,
-                    since: float | None = None) -> int:
-        return sum(e.report_cost_micro for e in self._entries.values()
-                   if (team is None or e.team == team) and (key_id is None or e.key_id == key_id)
-                   and (since is None or e.at >= since))
+    async def total(
+        self, *, team: str | None = None, key_id: str | None = None, since: float | None = None
+    ) -> int:
+        return sum(
+            e.report_cost_micro
+            for e in self._entries.values()
+            if (team is None or e.team == team)
+            and (key_id is None or e.key_id == key_id)
+            and (since is None or e.at >= since)
+        )
 
     async def count(self) -> int:
         return len(self._entries)

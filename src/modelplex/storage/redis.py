@@ -17,7 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from modelplex.storage import redis_scripts
 from modelplex.storage.base import (
@@ -27,6 +27,8 @@ from modelplex.storage.base import (
     RateDecision,
     RateRule,
     StoreUnavailable,
+    admit_in_turn,
+    finish_in_turn,
 )
 from modelplex.storage.counting import (
     PeriodKeys,
@@ -59,15 +61,26 @@ class RedisCounters:
         self._state = client.register_script(redis_scripts.STATE)
 
     @classmethod
-    async def open(cls, url: str, prefix: str = DEFAULT_PREFIX, timeout_s: float = DEFAULT_TIMEOUT_S,
-                   connect_timeout_s: float | None = None, max_connections: int = 64,
-                   pool_timeout_s: float = 1.0) -> RedisCounters:
+    async def open(
+        cls,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float | None = None,
+        max_connections: int = 64,
+        pool_timeout_s: float = 1.0,
+    ) -> RedisCounters:
         """Does not connect: a gateway starts while Redis is down and degrades per its policy.
         Calls beyond `max_connections` in flight wait up to `pool_timeout_s` for a connection."""
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout_s, socket_timeout=timeout_s,
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s if connect_timeout_s is None else connect_timeout_s,
-            retry=Retry(NoBackoff(), 0), decode_responses=False)
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
         return cls(Redis.from_pool(pool), prefix)
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -79,7 +92,11 @@ class RedisCounters:
     # rate windows
 
     async def take(self, rules: list[RateRule], amounts: list[int], now: float) -> RateDecision:
-        reply = await self._charge(rules, amounts, now, check=True)
+        return self._take_decision(rules, amounts, now, await self._charge(rules, amounts, now, check=True))
+
+    def _take_decision(
+        self, rules: list[RateRule], amounts: list[int], now: float, reply: Any
+    ) -> RateDecision:
         rejected: int = reply[0]
         totals: list[int] = reply[2:]
         if rejected:
@@ -87,17 +104,25 @@ class RedisCounters:
             wait = math.inf if amount > rule.limit else max(0.0, reply[1] + rule.window_s + 1 - now)
             left = tuple(max(0, r.limit - t) for r, t in zip(rules, totals, strict=True))
             return RateDecision(False, rule, wait, left)
-        return RateDecision(True, remaining=tuple(
-            max(0, r.limit - t - a) for r, t, a in zip(rules, totals, amounts, strict=True)))
+        return RateDecision(
+            True,
+            remaining=tuple(max(0, r.limit - t - a) for r, t, a in zip(rules, totals, amounts, strict=True)),
+        )
 
     async def add(self, rules: list[RateRule], amounts: list[int], now: float) -> None:
         await self._charge(rules, amounts, now, check=False)
 
-    async def _charge(self, rules: list[RateRule], amounts: list[int], now: float, check: bool) -> Any:
+    def _charge_call(
+        self, rules: list[RateRule], amounts: list[int], now: float, check: bool
+    ) -> tuple[list[str], list[Any]]:
         keys = [f"{self._prefix}w:{rate_counter(r)}" for r in rules]
         args: list[Any] = [math.floor(now), 1 if check else 0]
         for rule, amount in zip(rules, amounts, strict=True):
             args += (rule.limit, rule.window_s, amount)
+        return keys, args
+
+    async def _charge(self, rules: list[RateRule], amounts: list[int], now: float, check: bool) -> Any:
+        keys, args = self._charge_call(rules, amounts, now, check)
         return await self._run(self._take, keys, args)
 
     # concurrency leases
@@ -116,8 +141,15 @@ class RedisCounters:
 
     # budgets
 
-    async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
-                      ttl_s: float) -> BudgetDecision:
+    async def reserve(
+        self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float, ttl_s: float
+    ) -> BudgetDecision:
+        keys, args = self._reserve_call(rules, amount_micro, reservation, now, ttl_s)
+        return self._reserve_decision(rules, now, await self._run(self._reserve, keys, args))
+
+    def _reserve_call(
+        self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float, ttl_s: float
+    ) -> tuple[list[str], list[Any]]:
         if amount_micro < 0:
             raise ValueError("a reservation is never negative")
         names, of_rule = budget_counters(rules, now, self._period_keys)
@@ -129,29 +161,120 @@ class RedisCounters:
         keys = [key for name in names for key in self._budget_keys(name)]
         keys.append(f"{self._prefix}r:{reservation}")
         life = reservation_lifetime(ttl_s)
-        args: list[Any] = [reservation, repr(now), amount_micro, repr(now + ttl_s), _ms(life),
-                           json.dumps(names), repr(now + life), *lifetimes]
+        args: list[Any] = [
+            reservation,
+            repr(now),
+            amount_micro,
+            repr(now + ttl_s),
+            _ms(life),
+            json.dumps(names),
+            repr(now + life),
+            *lifetimes,
+        ]
         for rule, i in zip(rules, of_rule, strict=True):
             args += (i + 1, rule.cap_micro, 1 if rule.hard else 0)
-        reply: list[int] = await self._run(self._reserve, keys, args)
+        return keys, args
+
+    def _reserve_decision(self, rules: list[BudgetRule], now: float, reply: list[int]) -> BudgetDecision:
+        names, of_rule = budget_counters(rules, now, self._period_keys)
         n = len(names)
-        spent, reserved = reply[2:2 + n], reply[2 + n:]
+        spent, reserved = reply[2 : 2 + n], reply[2 + n :]
         return BudgetDecision(
-            allowed=reply[0] == 1, rejected=rules[reply[1] - 1] if reply[1] else None,
-            spent_micro=tuple(spent[i] for i in of_rule), reserved_micro=tuple(reserved[i] for i in of_rule))
+            allowed=reply[0] == 1,
+            rejected=rules[reply[1] - 1] if reply[1] else None,
+            spent_micro=tuple(spent[i] for i in of_rule),
+            reserved_micro=tuple(reserved[i] for i in of_rule),
+        )
 
     async def settle(self, reservation: str, actual_micro: int, now: float) -> None:
-        await self._run(self._finish, [f"{self._prefix}r:{reservation}"],
-                        [self._prefix, reservation, 1, actual_micro, repr(now)])
+        await self._run(
+            self._finish,
+            [f"{self._prefix}r:{reservation}"],
+            [self._prefix, reservation, 1, actual_micro, repr(now)],
+        )
 
     async def release(self, reservation: str) -> None:
-        await self._run(self._finish, [f"{self._prefix}r:{reservation}"],
-                        [self._prefix, reservation, 0, 0, 0])
+        await self._run(
+            self._finish, [f"{self._prefix}r:{reservation}"], [self._prefix, reservation, 0, 0, 0]
+        )
 
     async def budget_state(self, rule: BudgetRule, now: float) -> BudgetState:
         names, _ = budget_counters([rule], now, self._period_keys)
         spent, reserved = await self._run(self._state, self._budget_keys(names[0]), [repr(now)])
         return BudgetState(int(spent), int(reserved))
+
+    async def admit_many(
+        self,
+        rules: list[RateRule],
+        amounts: list[int],
+        budgets: list[BudgetRule],
+        amount_micro: int,
+        reservation: str,
+        now: float,
+        ttl_s: float,
+    ) -> tuple[RateDecision, BudgetDecision | None]:
+        """The take and the reservation in one round trip (a pipeline of two EVALSHAs)."""
+        if not rules or not budgets:
+            return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
+        take_keys, take_args = self._charge_call(rules, amounts, now, check=True)
+        reserve_keys, reserve_args = self._reserve_call(budgets, amount_micro, reservation, now, ttl_s)
+        replies = await self._pipeline(
+            [(self._take, take_keys, take_args), (self._reserve, reserve_keys, reserve_args)]
+        )
+        if replies is None:  # the server lost its scripts: load them through the one-by-one path
+            return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
+        decision = self._take_decision(rules, amounts, now, replies[0])
+        budget = self._reserve_decision(budgets, now, replies[1])
+        if not decision.allowed:
+            if budget.allowed:
+                await self.release(reservation)
+            return decision, None
+        return decision, budget
+
+    async def finish(
+        self,
+        leases: list[str],
+        lease: str,
+        rules: list[RateRule],
+        amounts: list[int],
+        reservation: str | None,
+        actual_micro: int,
+        now: float,
+    ) -> None:
+        """Lease release, TPM corrections and the settlement in one round trip."""
+        calls: list[tuple[AsyncScript, Sequence[str], Sequence[Any]]] = []
+        if leases:
+            calls.append((self._release_lease, [f"{self._prefix}c:{s}" for s in leases], [lease]))
+        if rules:
+            calls.append((self._take, *self._charge_call(rules, amounts, now, check=False)))
+        if reservation is not None:
+            args = (
+                [self._prefix, reservation, 1, actual_micro, repr(now)]
+                if actual_micro > 0
+                else [self._prefix, reservation, 0, 0, 0]
+            )
+            calls.append((self._finish, [f"{self._prefix}r:{reservation}"], args))
+        if len(calls) > 1 and await self._pipeline(calls) is not None:
+            return
+        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
+
+    async def _pipeline(
+        self, calls: list[tuple[AsyncScript, Sequence[str], Sequence[Any]]]
+    ) -> list[Any] | None:
+        """EVALSHA each call in one pipelined round trip; None if the server lacks a script."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, NoScriptError):
+                return None
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"redis: {type(reply).__name__}: {reply}")
+        return replies
 
     def _budget_keys(self, name: str) -> tuple[str, str, str]:
         p = self._prefix

@@ -31,6 +31,8 @@ from modelplex.storage.base import (
     StoreUnavailable,
     TeamRecord,
     UserRecord,
+    admit_in_turn,
+    finish_in_turn,
 )
 from modelplex.storage.counting import (
     EXPIRED,
@@ -205,8 +207,10 @@ class SqliteKeyStore:
         return await self._db.run(lambda c: _one_key(c, "id", key_id))
 
     async def list_keys(self, team: str | None = None, user: str | None = None) -> list[KeyRecord]:
-        sql = ("SELECT * FROM api_key WHERE (? IS NULL OR team = ?) AND (? IS NULL OR user_id = ?)"
-               " ORDER BY created_at, id")
+        sql = (
+            "SELECT * FROM api_key WHERE (? IS NULL OR team = ?) AND (? IS NULL OR user_id = ?)"
+            " ORDER BY created_at, id"
+        )
         rows = await self._db.run(lambda c: c.execute(sql, (team, team, user, user)).fetchall())
         return [key_record(r) for r in rows]
 
@@ -321,18 +325,25 @@ class SqliteCounters:
                 _sweep(conn, now)
             second = math.floor(now)
             counters = [rate_counter(r) for r in rules]
-            totals = [int(conn.execute(_WINDOW_TOTAL, (name, second - rule.window_s)).fetchone()[0])
-                      for name, rule in zip(counters, rules, strict=True)]
+            totals = [
+                int(conn.execute(_WINDOW_TOTAL, (name, second - rule.window_s)).fetchone()[0])
+                for name, rule in zip(counters, rules, strict=True)
+            ]
             for i, (rule, total, amount) in enumerate(zip(rules, totals, amounts, strict=True)):
                 if total + amount > rule.limit:
                     window = conn.execute(_WINDOW, (counters[i], second - rule.window_s)).fetchall()
-                    wait = retry_after(((r[0], r[1]) for r in window), total, amount, rule.limit,
-                                       rule.window_s, now)
+                    wait = retry_after(
+                        ((r[0], r[1]) for r in window), total, amount, rule.limit, rule.window_s, now
+                    )
                     left = tuple(max(0, r.limit - t) for r, t in zip(rules, totals, strict=True))
                     return RateDecision(False, rule, wait, left)
             _charge(conn, counters, rules, amounts, second)
-            return RateDecision(True, remaining=tuple(
-                max(0, r.limit - t - a) for r, t, a in zip(rules, totals, amounts, strict=True)))
+            return RateDecision(
+                True,
+                remaining=tuple(
+                    max(0, r.limit - t - a) for r, t, a in zip(rules, totals, amounts, strict=True)
+                ),
+            )
 
         return await self._db.write(work)
 
@@ -355,17 +366,22 @@ class SqliteCounters:
             conn.executemany(
                 """INSERT INTO lease (scope, lease, expires_at) VALUES (?, ?, ?)
                    ON CONFLICT (scope, lease) DO UPDATE SET expires_at = excluded.expires_at""",
-                [(scope, lease, now + ttl_s) for scope, _ in scopes])
+                [(scope, lease, now + ttl_s) for scope, _ in scopes],
+            )
             return None
 
         return await self._db.write(work)
 
     async def release_lease(self, scopes: list[str], lease: str) -> None:
-        await self._db.write(lambda c: c.executemany(
-            "DELETE FROM lease WHERE scope = ? AND lease = ?", [(s, lease) for s in scopes]))
+        await self._db.write(
+            lambda c: c.executemany(
+                "DELETE FROM lease WHERE scope = ? AND lease = ?", [(s, lease) for s in scopes]
+            )
+        )
 
-    async def reserve(self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float,
-                      ttl_s: float) -> BudgetDecision:
+    async def reserve(
+        self, rules: list[BudgetRule], amount_micro: int, reservation: str, now: float, ttl_s: float
+    ) -> BudgetDecision:
         if amount_micro < 0:
             raise ValueError("a reservation is never negative")
         sweep = self._sweep_due(now)
@@ -382,8 +398,9 @@ class SqliteCounters:
             states = [_budget(conn, name) for name in names]
             spent = tuple(states[i][0] for i in of_rule)
             reserved = tuple(states[i][1] for i in of_rule)
-            if conn.execute("SELECT 1 FROM reservation WHERE id = ? AND forget_at > ?",
-                            (reservation, now)).fetchone():
+            if conn.execute(
+                "SELECT 1 FROM reservation WHERE id = ? AND forget_at > ?", (reservation, now)
+            ).fetchone():
                 return BudgetDecision(True, None, spent, reserved)
             for rule, s, r in zip(rules, spent, reserved, strict=True):
                 if rule.hard and s + r + amount_micro > rule.cap_micro:
@@ -392,16 +409,24 @@ class SqliteCounters:
             conn.execute(
                 "REPLACE INTO reservation (id, amount, counters, state, expires_at, forget_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (reservation, amount_micro, json.dumps(names), OPEN, now + ttl_s,
-                 now + reservation_lifetime(ttl_s)))
+                (
+                    reservation,
+                    amount_micro,
+                    json.dumps(names),
+                    OPEN,
+                    now + ttl_s,
+                    now + reservation_lifetime(ttl_s),
+                ),
+            )
             return BudgetDecision(True, None, spent, tuple(r + amount_micro for r in reserved))
 
         return await self._db.write(work)
 
     async def settle(self, reservation: str, actual_micro: int, now: float) -> None:
         def work(conn: Conn) -> None:
-            row = conn.execute("SELECT amount, counters, state, forget_at FROM reservation WHERE id = ?",
-                               (reservation,)).fetchone()
+            row = conn.execute(
+                "SELECT amount, counters, state, forget_at FROM reservation WHERE id = ?", (reservation,)
+            ).fetchone()
             if row is None:
                 return
             conn.execute("DELETE FROM reservation WHERE id = ?", (reservation,))
@@ -414,8 +439,9 @@ class SqliteCounters:
 
     async def release(self, reservation: str) -> None:
         def work(conn: Conn) -> None:
-            row = conn.execute("SELECT amount, counters, state FROM reservation WHERE id = ?",
-                               (reservation,)).fetchone()
+            row = conn.execute(
+                "SELECT amount, counters, state FROM reservation WHERE id = ?", (reservation,)
+            ).fetchone()
             if row is None:
                 return
             if row["state"] == OPEN:
@@ -433,13 +459,42 @@ class SqliteCounters:
 
         return await self._db.write(work)
 
+    async def admit_many(
+        self,
+        rules: list[RateRule],
+        amounts: list[int],
+        budgets: list[BudgetRule],
+        amount_micro: int,
+        reservation: str,
+        now: float,
+        ttl_s: float,
+    ) -> tuple[RateDecision, BudgetDecision | None]:
+        return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
+
+    async def finish(
+        self,
+        leases: list[str],
+        lease: str,
+        rules: list[RateRule],
+        amounts: list[int],
+        reservation: str | None,
+        actual_micro: int,
+        now: float,
+    ) -> None:
+        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
+
     async def close(self) -> None:
         await self._db.release()
 
 
 def _charge(conn: Conn, counters: list[str], rules: list[RateRule], amounts: list[int], second: int) -> None:
-    conn.executemany(_CHARGE, [(name, second, amount, second + rule.window_s + 1)
-                               for name, rule, amount in zip(counters, rules, amounts, strict=True)])
+    conn.executemany(
+        _CHARGE,
+        [
+            (name, second, amount, second + rule.window_s + 1)
+            for name, rule, amount in zip(counters, rules, amounts, strict=True)
+        ],
+    )
 
 
 def _budget(conn: Conn, name: str) -> tuple[int, int]:
@@ -480,8 +535,9 @@ class SqliteLedger:
         rows = [ledger_row(e) for e in entries]
         await self._db.write(lambda c: c.executemany(_RECORD, rows))
 
-    async def total(self, *, team: str | None = None, key_id: str | None = None,
-                    since: float | None = None) -> int:
+    async def total(
+        self, *, team: str | None = None, key_id: str | None = None, since: float | None = None
+    ) -> int:
         where, args = ledger_filter(team, key_id, since, "?")
         sql = "SELECT COALESCE(SUM(report_cost_micro), 0) FROM ledger" + where  # noqa: S608
         return int(await self._db.run(lambda c: c.execute(sql, args).fetchone()[0]))
