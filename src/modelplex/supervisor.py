@@ -17,6 +17,15 @@ log = logging.getLogger("modelplex.supervisor")
 
 
 class Supervisor(Multiprocess):
+    def handle_term(self) -> None:
+        # Each worker holds its own copy of the listening socket and closes it once its drain
+        # delay is over. The supervisor's copy would keep the port listening until the last worker
+        # exits: new connections would then wait in the kernel's backlog for the whole drain and be
+        # reset, instead of being refused at once (so a load balancer can retry them elsewhere).
+        for sock in self.sockets:
+            sock.close()
+        super().handle_term()
+
     def handle_hup(self) -> None:
         log.info("SIGHUP: asking %d workers to reload their config", len(self.processes))
         for process in self.processes:
