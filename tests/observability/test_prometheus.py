@@ -4,6 +4,7 @@ The same gateway evaluates alert rules once across its workers and posts them to
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -171,14 +172,19 @@ def check_series(prom: Prometheus, gateway: Gateway, tmp_path: Path) -> None:
     assert {r["metric"]["deployment"] for r in states} == {"oa-good", "oa-flaky", "oa-bad", "an-good"}
     assert prom.value('sum(modelplex_breaker_state{deployment="oa-good"})') == 2  # one per live worker
     assert prom.value("max(modelplex_build_info)") == 1
-    p50 = wait_until(lambda: prom.value(
-        "histogram_quantile(0.5, sum by (le) (rate(modelplex_request_duration_seconds_bucket[1m])))"),
-        timeout=10, every=0.25)
+    # A rate over a window with too few samples is 0/0 = NaN (truthy): wait for a real number.
+    p50 = wait_until(lambda: finite(prom.value(
+        "histogram_quantile(0.5, sum by (le) (rate(modelplex_request_duration_seconds_bucket[1m])))")),
+        timeout=15, every=0.25)
     assert 0 < p50 < 5
-    cost = wait_until(lambda: prom.value("modelplex:cost_per_successful_response:rate5m"), timeout=10,
+    cost = wait_until(lambda: finite(prom.value("modelplex:cost_per_successful_response:rate5m")), timeout=15,
                       every=0.25)
     assert cost > 0
     assert "nope" not in httpx.get(f"{gateway.url}/metrics").text
+
+
+def finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
 def check_alerts(gateway: Gateway, receiver: Receiver) -> None:
