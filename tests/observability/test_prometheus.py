@@ -172,13 +172,17 @@ def check_series(prom: Prometheus, gateway: Gateway, tmp_path: Path) -> None:
     assert {r["metric"]["deployment"] for r in states} == {"oa-good", "oa-flaky", "oa-bad", "an-good"}
     assert prom.value('sum(modelplex_breaker_state{deployment="oa-good"})') == 2  # one per live worker
     assert prom.value("max(modelplex_build_info)") == 1
-    # A rate over a window with too few samples is 0/0 = NaN (truthy): wait for a real number.
-    p50 = wait_until(lambda: finite(prom.value(
-        "histogram_quantile(0.5, sum by (le) (rate(modelplex_request_duration_seconds_bucket[1m])))")),
-        timeout=15, every=0.25)
+    # A rate is 0/0 = NaN until two scrapes of one series differ; a series is born at its first
+    # request, so the burst above may sit wholly before the first sample. Keep traffic flowing.
+    def flowing(promql: str) -> float | None:
+        send(gateway, "good")
+        return finite(prom.value(promql))
+
+    p50 = wait_until(lambda: flowing(
+        "histogram_quantile(0.5, sum by (le) (rate(modelplex_request_duration_seconds_bucket[1m])))"),
+        timeout=30, every=0.25)
     assert 0 < p50 < 5
-    cost = wait_until(lambda: finite(prom.value("modelplex:cost_per_successful_response:rate5m")), timeout=15,
-                      every=0.25)
+    cost = wait_until(lambda: flowing("modelplex:cost_per_successful_response:rate5m"), timeout=30, every=0.25)
     assert cost > 0
     assert "nope" not in httpx.get(f"{gateway.url}/metrics").text
 
