@@ -1,5 +1,10 @@
 """Counters in Redis, shared by every worker and replica. Each operation is one Lua script call
-(EVALSHA; see redis_scripts.py for the keys and the logic): atomic on the server, one round trip.
+(EVALSHA; see redis_scripts.py for the keys and the logic): atomic on the server.
+
+Round trips are shared: the calls that concurrent requests make in one turn of the event loop go
+out together in one pipeline (`_Batch`), each caller getting its own replies. A request still
+waits for one round trip per step, but under load the client's per-round-trip work (a connection
+from the pool, a write, a timed read) is paid once per batch instead of once per request.
 
 Timeouts are short and nothing is retried (a take or reserve that timed out may have run, so a
 retry could charge twice); any Redis failure raises `StoreUnavailable` and the caller applies its
@@ -8,6 +13,7 @@ fail-open or fail-closed policy.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Sequence
@@ -28,7 +34,6 @@ from modelplex.storage.base import (
     RateRule,
     StoreUnavailable,
     admit_in_turn,
-    finish_in_turn,
 )
 from modelplex.storage.counting import (
     PeriodKeys,
@@ -46,6 +51,19 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+Call = tuple[AsyncScript, Sequence[str], Sequence[Any]]
+
+
+class _Batch:
+    """The calls of one event-loop turn, and who waits for which slice of the replies."""
+
+    __slots__ = ("calls", "waiters")
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.waiters: list[tuple[asyncio.Future[list[Any]], int, int]] = []
+
+
 class RedisCounters:
     def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = client
@@ -59,6 +77,8 @@ class RedisCounters:
         self._reserve = client.register_script(redis_scripts.RESERVE)
         self._finish = client.register_script(redis_scripts.FINISH)
         self._state = client.register_script(redis_scripts.STATE)
+        self._batch: _Batch | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -84,10 +104,7 @@ class RedisCounters:
         return cls(Redis.from_pool(pool), prefix)
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        return (await self._pipeline([(script, keys, args)]))[0]
 
     # rate windows
 
@@ -221,8 +238,6 @@ class RedisCounters:
         replies = await self._pipeline(
             [(self._take, take_keys, take_args), (self._reserve, reserve_keys, reserve_args)]
         )
-        if replies is None:  # the server lost its scripts: load them through the one-by-one path
-            return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
         decision = self._take_decision(rules, amounts, now, replies[0])
         budget = self._reserve_decision(budgets, now, replies[1])
         if not decision.allowed:
@@ -242,7 +257,7 @@ class RedisCounters:
         now: float,
     ) -> None:
         """Lease release, TPM corrections and the settlement in one round trip."""
-        calls: list[tuple[AsyncScript, Sequence[str], Sequence[Any]]] = []
+        calls: list[Call] = []
         if leases:
             calls.append((self._release_lease, [f"{self._prefix}c:{s}" for s in leases], [lease]))
         if rules:
@@ -254,31 +269,71 @@ class RedisCounters:
                 else [self._prefix, reservation, 0, 0, 0]
             )
             calls.append((self._finish, [f"{self._prefix}r:{reservation}"], args))
-        if len(calls) > 1 and await self._pipeline(calls) is not None:
-            return
-        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
+        if calls:
+            await self._pipeline(calls)
 
-    async def _pipeline(
-        self, calls: list[tuple[AsyncScript, Sequence[str], Sequence[Any]]]
-    ) -> list[Any] | None:
-        """EVALSHA each call in one pipelined round trip; None if the server lacks a script."""
+    async def _pipeline(self, calls: list[Call]) -> list[Any]:
+        """EVALSHA each call, in order, in the pipeline of this loop turn; their replies.
+        Raises StoreUnavailable when Redis fails or a script errs."""
+        loop = asyncio.get_running_loop()
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            loop.call_soon(self._send, batch)
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        batch.waiters.append((future, len(batch.calls), len(calls)))
+        batch.calls.extend(calls)
+        replies = await future
+        for i, reply in enumerate(replies):
+            # The server lost its scripts (a restart, SCRIPT FLUSH): that call did not run, the
+            # others did. Run it alone; this loads the script. Re-running the whole list would
+            # charge the calls that ran twice.
+            if isinstance(reply, NoScriptError):
+                script, keys, args = calls[i]
+                try:
+                    replies[i] = await script(keys=keys, args=args)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        return replies
+
+    def _send(self, batch: _Batch) -> None:
+        self._batch = None  # calls from now on go into the next batch
+        task = asyncio.ensure_future(self._execute(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _execute(self, batch: _Batch) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
+                for script, keys, args in batch.calls:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                 replies: list[Any] = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
-        for reply in replies:
-            if isinstance(reply, NoScriptError):
-                return None
-            if isinstance(reply, Exception):
-                raise StoreUnavailable(f"redis: {type(reply).__name__}: {reply}")
-        return replies
+            for future, _, _ in batch.waiters:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"redis: {type(exc).__name__}: {exc}"))
+            return
+        except BaseException:  # cancelled at shutdown: nobody waits for an answer that cannot come
+            for future, _, _ in batch.waiters:
+                future.cancel()
+            raise
+        for future, start, count in batch.waiters:
+            if future.done():  # its request was cancelled meanwhile
+                continue
+            mine = replies[start : start + count]
+            failed = next(
+                (r for r in mine if isinstance(r, Exception) and not isinstance(r, NoScriptError)), None
+            )
+            if failed is not None:
+                future.set_exception(StoreUnavailable(f"redis: {type(failed).__name__}: {failed}"))
+            else:
+                future.set_result(mine)
 
     def _budget_keys(self, name: str) -> tuple[str, str, str]:
         p = self._prefix
         return f"{p}b:{name}", f"{p}h:{name}", f"{p}q:{name}"
 
     async def close(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         await self._redis.aclose()
