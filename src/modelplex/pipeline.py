@@ -15,10 +15,11 @@ import msgspec
 from modelplex.context import RequestContext
 from modelplex.errors import InvalidRequest, ModelplexError
 from modelplex.limits.admission import Ticket
-from modelplex.routing import execute
-from modelplex.routing.execute import CommittedStream, Policy
+from modelplex.routing import execute, streams
+from modelplex.routing.execute import Policy
 from modelplex.routing.features import embedding_features, features
 from modelplex.routing.plan import Plan, plan
+from modelplex.routing.streams import CommittedStream
 from modelplex.runtime import Runtime
 from modelplex.server.dialect import Dialect
 from modelplex.server.http import Scope, header
@@ -53,7 +54,7 @@ async def chat(
         if ctx.ticket is not None and ctx.ticket.max_tokens is not None and request.max_tokens is None:
             request = msgspec.structs.replace(request, max_tokens=ctx.ticket.max_tokens)
         if request.stream:
-            stream = await execute.open_stream(
+            stream = await streams.open_stream(
                 rt, svc.transport, svc.health, ctx, p, policy, request, svc.rng
             )
             return request, stream

@@ -28,7 +28,7 @@ from modelplex.metering.catalog import Catalog, load_catalog
 from modelplex.metering.meter import Meter
 from modelplex.providers.mistral import tool_call_id as mistral_tool_call_id
 from modelplex.providers.registry import load_registry
-from modelplex.routing import execute
+from modelplex.routing import execute, streams
 from modelplex.routing.execute import Policy
 from modelplex.routing.features import embedding_features, features
 from modelplex.routing.health import Health
@@ -189,11 +189,11 @@ class Harness:
         return await execute.complete(self.runtime, self.transport, self.health, self._ctx(stream=False),
                                       self.plan(request), self.policy, request, self.rng)
 
-    async def open(self, request: ChatRequest) -> execute.CommittedStream:
-        return await execute.open_stream(self.runtime, self.transport, self.health, self._ctx(stream=True),
+    async def open(self, request: ChatRequest) -> streams.CommittedStream:
+        return await streams.open_stream(self.runtime, self.transport, self.health, self._ctx(stream=True),
                                          self.plan(request), self.policy, request, self.rng)
 
-    async def stream(self, request: ChatRequest) -> tuple[list[Any], execute.CommittedStream]:
+    async def stream(self, request: ChatRequest) -> tuple[list[Any], streams.CommittedStream]:
         committed = await self.open(request)
         deltas = [d async for d in committed.deltas()]
         committed.close()

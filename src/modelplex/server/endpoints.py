@@ -12,7 +12,7 @@ import msgspec
 from modelplex import pipeline
 from modelplex.context import RequestContext
 from modelplex.errors import ModelplexError, StreamInterrupted
-from modelplex.routing.execute import CommittedStream
+from modelplex.routing.streams import CommittedStream
 from modelplex.server import openai as openai_dialect
 from modelplex.server.dialect import Dialect
 from modelplex.server.http import ClientGone, RawHeaders, Receive, Scope, Send, read_body, send_body
