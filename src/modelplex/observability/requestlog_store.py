@@ -169,12 +169,11 @@ class SqliteLogStore:
         await self._run(lambda conn: None)
 
     async def insert(self, rows: Sequence[Row]) -> None:
-        try:
-            values = [self._values(r) for r in rows]
-        except (TypeError, ValueError) as exc:
-            raise RowRejected(str(exc)) from exc
-
         def run(conn: sqlite3.Connection) -> None:
+            # Rows become column values on the writer thread: for a batch that is milliseconds of
+            # work the event loop does not wait for. A value that cannot convert is a TypeError or
+            # ValueError, which _run reports as RowRejected.
+            values = [self._values(r) for r in rows]
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_SQLITE_INSERT, values)
@@ -295,8 +294,8 @@ class PostgresLogStore:
         await self._run(lambda conn: conn.execute("SELECT 1"))
 
     async def insert(self, rows: Sequence[Row]) -> None:
-        try:
-            values = [self._values(r) for r in rows]
+        try:  # off the event loop: a batch takes milliseconds to convert
+            values = await asyncio.to_thread(lambda: [self._values(r) for r in rows])
         except (TypeError, ValueError) as exc:
             raise RowRejected(str(exc)) from exc
         await self._run(lambda conn: conn.executemany(self._insert, values))
