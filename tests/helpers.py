@@ -31,6 +31,21 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def services_up(ports: tuple[int, ...] = (6379, 5432)) -> None:
+    """Redis and PostgreSQL on this machine answer; else skip (fail under CI)."""
+    import socket
+
+    import pytest
+
+    for port in ports:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if in_ci():
+                raise
+            pytest.skip(f"no server on 127.0.0.1:{port}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

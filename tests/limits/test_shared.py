@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from helpers import ADMIN_KEY, Gateway, Sims, base_config, deployment, in_ci
+from helpers import ADMIN_KEY, Gateway, Sims, base_config, deployment, services_up
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -27,18 +27,6 @@ KEYS = {
     "budget-nomax": "sk-shared-budget-nomax-01",
     "ledger": "sk-shared-ledger-000000001",
 }
-
-
-def services_up() -> None:
-    import socket
-
-    for port in (6379, 5432):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            if in_ci():
-                raise
-            pytest.skip(f"no server on 127.0.0.1:{port}")
 
 
 class Cluster(list[Gateway]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections import Counter
@@ -26,7 +25,7 @@ import pytest
 import redis
 from lb import TAG_HEADER, Nginx
 
-from helpers import ADMIN_KEY, GATEWAY_KEY, Gateway, Sims, base_config, deployment, in_ci
+from helpers import ADMIN_KEY, GATEWAY_KEY, Gateway, Sims, base_config, deployment, services_up
 from modelplex.simulator.core import SimRequest
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,16 +69,6 @@ class Cluster:
             if expect is None or sum(counts.values()) >= expect or time.monotonic() > deadline:
                 return counts
             time.sleep(0.05)
-
-
-def services_up() -> None:
-    for port in (6379, 5432):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            if in_ci():
-                raise
-            pytest.skip(f"no server on 127.0.0.1:{port}")
 
 
 def replica_config(sims: Sims, i: int, prefix: str, schema: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ import pytest
 import redis
 import yaml
 
-from helpers import GATEWAY_KEY, Sims, base_config, deployment, in_ci
+from helpers import GATEWAY_KEY, Sims, base_config, deployment, services_up
 
 pytest.importorskip("mangum")
 DRIVER = Path(__file__).with_name("lambda_invoke.py")
@@ -129,16 +128,6 @@ def test_lambda_handler_serves_http_api_events(sims: Sims, tmp_path: Path) -> No
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def services_up() -> None:
-    for port in (6379, 5432):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            if in_ci():
-                raise
-            pytest.skip(f"no server on 127.0.0.1:{port}")
 
 
 def test_lambda_handler_with_the_recommended_shared_stores(sims: Sims, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 Period = Literal["day", "month", "total"]
 ScopeKind = Literal["key", "team", "user", "model", "deployment", "route"]
@@ -301,25 +301,43 @@ async def admit_in_turn(
     return decision, await counters.reserve(budgets, amount_micro, reservation, now, ttl_s)
 
 
-async def finish_in_turn(
-    counters: Counters,
-    leases: list[str],
-    lease: str,
-    rules: list[RateRule],
-    amounts: list[int],
-    reservation: str | None,
-    actual_micro: int,
-    now: float,
-) -> None:
-    if leases:
-        await counters.release_lease(leases, lease)
-    if rules:
-        await counters.add(rules, amounts, now)
-    if reservation is not None:
-        if actual_micro > 0:
-            await counters.settle(reservation, actual_micro, now)
-        else:
-            await counters.release(reservation)
+class InTurn:
+    """`admit_many` and `finish` as the separate calls they stand for: for backends where a call
+    costs no round trip (memory, SQLite). A subclass implements the rest of `Counters`."""
+
+    async def admit_many(
+        self,
+        rules: list[RateRule],
+        amounts: list[int],
+        budgets: list[BudgetRule],
+        amount_micro: int,
+        reservation: str,
+        now: float,
+        ttl_s: float,
+    ) -> tuple[RateDecision, BudgetDecision | None]:
+        return await admit_in_turn(cast(Counters, self), rules, amounts, budgets, amount_micro, reservation,
+                                   now, ttl_s)
+
+    async def finish(
+        self,
+        leases: list[str],
+        lease: str,
+        rules: list[RateRule],
+        amounts: list[int],
+        reservation: str | None,
+        actual_micro: int,
+        now: float,
+    ) -> None:
+        counters = cast(Counters, self)
+        if leases:
+            await counters.release_lease(leases, lease)
+        if rules:
+            await counters.add(rules, amounts, now)
+        if reservation is not None:
+            if actual_micro > 0:
+                await counters.settle(reservation, actual_micro, now)
+            else:
+                await counters.release(reservation)
 
 
 # --- ledger ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from modelplex.storage.base import (
     BudgetRule,
     BudgetState,
     Conflict,
+    InTurn,
     KeyRecord,
     LedgerEntry,
     NotFound,
@@ -20,8 +21,6 @@ from modelplex.storage.base import (
     RateRule,
     TeamRecord,
     UserRecord,
-    admit_in_turn,
-    finish_in_turn,
 )
 from modelplex.storage.counting import (
     EXPIRED,
@@ -174,7 +173,7 @@ class _Reservation:
         self.state = OPEN
 
 
-class MemoryCounters:
+class MemoryCounters(InTurn):
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str, int], _Window] = {}
         self._leases: dict[str, dict[str, float]] = {}  # scope -> lease -> expires at
@@ -353,30 +352,6 @@ class MemoryCounters:
             if b.expires_at is not None and b.expires_at <= now and b.reserved == 0
         ]:
             del self._budgets[name]
-
-    async def admit_many(
-        self,
-        rules: list[RateRule],
-        amounts: list[int],
-        budgets: list[BudgetRule],
-        amount_micro: int,
-        reservation: str,
-        now: float,
-        ttl_s: float,
-    ) -> tuple[RateDecision, BudgetDecision | None]:
-        return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
-
-    async def finish(
-        self,
-        leases: list[str],
-        lease: str,
-        rules: list[RateRule],
-        amounts: list[int],
-        reservation: str | None,
-        actual_micro: int,
-        now: float,
-    ) -> None:
-        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
 
     async def close(self) -> None:
         pass

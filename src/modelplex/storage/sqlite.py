@@ -23,6 +23,7 @@ from modelplex.storage.base import (
     BudgetRule,
     BudgetState,
     Conflict,
+    InTurn,
     KeyRecord,
     LedgerEntry,
     NotFound,
@@ -31,8 +32,6 @@ from modelplex.storage.base import (
     StoreUnavailable,
     TeamRecord,
     UserRecord,
-    admit_in_turn,
-    finish_in_turn,
 )
 from modelplex.storage.counting import (
     EXPIRED,
@@ -301,7 +300,7 @@ _DUE = "SELECT id, amount, counters FROM reservation WHERE state = 'open' AND ex
 _LEASES = "SELECT COUNT(*), COALESCE(SUM(lease = ?), 0) FROM lease WHERE scope = ? AND expires_at > ?"
 
 
-class SqliteCounters:
+class SqliteCounters(InTurn):
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db.retain()
         self._period_keys = PeriodKeys()
@@ -458,30 +457,6 @@ class SqliteCounters:
             return BudgetState(*_budget(conn, names[0]))
 
         return await self._db.write(work)
-
-    async def admit_many(
-        self,
-        rules: list[RateRule],
-        amounts: list[int],
-        budgets: list[BudgetRule],
-        amount_micro: int,
-        reservation: str,
-        now: float,
-        ttl_s: float,
-    ) -> tuple[RateDecision, BudgetDecision | None]:
-        return await admit_in_turn(self, rules, amounts, budgets, amount_micro, reservation, now, ttl_s)
-
-    async def finish(
-        self,
-        leases: list[str],
-        lease: str,
-        rules: list[RateRule],
-        amounts: list[int],
-        reservation: str | None,
-        actual_micro: int,
-        now: float,
-    ) -> None:
-        await finish_in_turn(self, leases, lease, rules, amounts, reservation, actual_micro, now)
 
     async def close(self) -> None:
         await self._db.release()
