@@ -8,8 +8,11 @@ counts only correct completions. CPU pinning with taskset: the gateway (all its 
 --gateway-cpu, wrk + nginx + Redis on --load-cpu. Scenarios, interleaved round after round
 (median over rounds):
 
-    1w            1 worker on the gateway core, no limits
-    2w            2 workers on the same core                      (target: >= 90 % of 1w)
+    1w            1 worker on the gateway core, no limits (as shipped: kernel default scheduling)
+    1w-tp         the same with `server.cpu_scheduling: throughput`
+    2w            2 workers on the same core (as shipped: `cpu_scheduling: auto` is throughput
+                  scheduling with several workers)                (target: >= 90 % of 1w-tp)
+    2w-kd         2 workers, `cpu_scheduling: default` (the kernel's default scheduling)
     limits-mem    1 worker, key with rpm + tpm + a budget, counters in process
     limits-redis  the same with the counters in Redis             (target: >= 75 % of limits-mem)
     limits-2w     the same, 2 workers on the gateway core: counters in the SQLite file the
@@ -17,8 +20,16 @@ counts only correct completions. CPU pinning with taskset: the gateway (all its 
     1w-free       1 worker, nothing pinned
     2w-free       2 workers, nothing pinned: scale-out as far as 2 cores allow, wrk and nginx
                   sharing them
+    bare-1w       the reference: benchmarks/harness/bare40 (a 40-line uvicorn + aiohttp proxy, no
+    bare-2w       gateway features) with 1 and 2 uvicorn workers on the gateway core: what two
+                  processes time-sharing one core cost on this machine, whatever they run
+    bare-1w-tp    the same two, started under modelplex's throughput scheduling
+    bare-2w-tp
 
-Every run also records the load average and the CPU other processes used during it.
+Every run also records the load average, the CPU other processes used during it, and the
+gateway's context switches per request. Ratios are given two ways: of the medians, and the median
+of the per-round ratios (each round runs the two scenarios back to back, so a slow minute of this
+shared machine weighs on both).
 `--no-request-log` runs every gateway with the request log off (what it costs; see RESULTS.md).
 """
 
@@ -31,6 +42,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -41,6 +53,7 @@ from typing import Any
 
 from common import (
     BENCH_KEY,
+    PYTHON,
     Proc,
     free_port,
     gateway_config,
@@ -88,17 +101,29 @@ class Scenario:
     workers: int
     pinned: bool
     limits: str | None  # None, "memory", "redis", "auto"
+    bare: bool = False  # the 40-line reference proxy instead of modelplex
+    sched: str | None = None  # server.cpu_scheduling (bare: "throughput" starts it under it)
 
 
 SCENARIOS = [
     Scenario("1w", 1, True, None),
+    Scenario("1w-tp", 1, True, None, sched="throughput"),
     Scenario("2w", 2, True, None),
+    Scenario("2w-kd", 2, True, None, sched="default"),
     Scenario("limits-mem", 1, True, "memory"),
     Scenario("limits-redis", 1, True, "redis"),
     Scenario("limits-2w", 2, True, "auto"),
     Scenario("1w-free", 1, False, None),
     Scenario("2w-free", 2, False, None),
+    Scenario("bare-1w", 1, True, None, bare=True),
+    Scenario("bare-2w", 2, True, None, bare=True),
+    Scenario("bare-1w-tp", 1, True, None, bare=True, sched="throughput"),
+    Scenario("bare-2w-tp", 2, True, None, bare=True, sched="throughput"),
 ]
+BARE_DIR = HERE.parent / "harness" / "bare40"
+# Starts a command under modelplex's throughput scheduling (for the reference proxy).
+THROUGHPUT = [PYTHON, "-c", "import os, sys; from modelplex.server.sched import apply; "
+              "print(apply('throughput', 1), flush=True); os.execv(sys.argv[1], sys.argv[1:])"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -137,6 +162,45 @@ def tree_jiffies(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def tree_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of a process and its descendants."""
+    counts = [0, 0]
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        counts[0] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        counts[1] += int(line.split()[1])
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return counts[0], counts[1]
+
+
+def bare_cmd(port: int, workers: int) -> list[str]:
+    return [PYTHON, "-m", "uvicorn", "bare:app", "--app-dir", str(BARE_DIR), "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning", "--workers", str(workers)]
+
+
+def wait_port(port: int, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise SystemExit(f"{proc.name} exited:\n{proc.log()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            time.sleep(1.0)  # every worker up, not only the first
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{proc.name} not listening on {port} after {timeout}s:\n{proc.log()[-3000:]}")
 
 
 class Fixtures:
@@ -184,6 +248,8 @@ def config_for(s: Scenario, fx: Fixtures, tmp: Path, run: str, request_log: bool
     cfg["request_log"]["sqlite_path"] = str(tmp / f"{run}-requests.db")
     cfg["request_log"]["spool_dir"] = str(tmp / f"{run}-spool")
     cfg["request_log"]["enabled"] = request_log
+    if s.sched:
+        cfg["server"]["cpu_scheduling"] = s.sched
     if s.limits == "memory":
         cfg["storage"]["counters"] = "memory"
     if s.limits == "redis":
@@ -211,15 +277,26 @@ def wrk(url: str, seconds: int, connections: int, cpus: str | None) -> tuple[dic
 
 def run_one(s: Scenario, fx: Fixtures, args: argparse.Namespace, tmp: Path, run: str) -> dict[str, Any]:
     port = free_port()
-    cfg = write_yaml(tmp / f"{run}.yaml", config_for(s, fx, tmp, run, not args.no_request_log))
     load_cpu = args.load_cpu if s.pinned else None
-    gateway = Proc(run, serve_cmd(cfg, port, s.workers), tmp, cpus=args.gateway_cpu if s.pinned else None)
     url = f"http://127.0.0.1:{port}"
+    if s.bare:
+        prefix = THROUGHPUT if s.sched == "throughput" else []
+        gateway = Proc(run, prefix + bare_cmd(port, s.workers), tmp,
+                       cpus=args.gateway_cpu if s.pinned else None,
+                       env={"MOCK_BASE": fx.mock_base, "MOCK_STREAM_BASE": fx.mock_base})
+    else:
+        cfg = write_yaml(tmp / f"{run}.yaml", config_for(s, fx, tmp, run, not args.no_request_log))
+        gateway = Proc(run, serve_cmd(cfg, port, s.workers), tmp,
+                       cpus=args.gateway_cpu if s.pinned else None)
     try:
-        wait_http(f"{url}/readyz", gateway, timeout=60)
+        if s.bare:
+            wait_port(port, gateway, timeout=60)
+        else:
+            wait_http(f"{url}/readyz", gateway, timeout=60)
         wrk(url, args.warmup, args.connections, load_cpu)
         load = loadavg()
         gw_before = tree_jiffies(gateway.pid)
+        sw_before = tree_switches(gateway.pid)
         fx_before = sum(tree_jiffies(p) for p in fx.pids)
         busy_before = cpu_busy_jiffies()
         started = time.monotonic()
@@ -227,6 +304,7 @@ def run_one(s: Scenario, fx: Fixtures, args: argparse.Namespace, tmp: Path, run:
         elapsed = time.monotonic() - started
         busy = cpu_busy_jiffies() - busy_before
         gw_cpu = (tree_jiffies(gateway.pid) - gw_before) / HZ
+        sw_after = tree_switches(gateway.pid)
         fx_cpu = (sum(tree_jiffies(p) for p in fx.pids) - fx_before) / HZ
         if not gateway.alive():
             raise SystemExit(f"{run}: gateway died:\n{gateway.log()[-3000:]}")
@@ -243,7 +321,13 @@ def run_one(s: Scenario, fx: Fixtures, args: argparse.Namespace, tmp: Path, run:
         # a busy machine left it.
         "per_cpu_s": round(result["ok"] / max(gw_cpu, 1e-9), 1),
         "load_side_cores": round((fx_cpu + wrk_cpu) / elapsed, 2),
-        "other_cores": round(other / elapsed, 2), "sample": result.get("sample", ""),
+        "other_cores": round(other / elapsed, 2),
+        # The gateway threads' context switches per request: voluntary (out of work) and
+        # involuntary (preempted with work to do).
+        "switches_per_req": [round((after - before) / max(result["ok"], 1), 3)
+                             for before, after in zip(sw_before, sw_after, strict=True)],
+        "round": int(run.rsplit("-r", 1)[1]),
+        "sample": result.get("sample", ""),
     }
 
 
@@ -257,6 +341,17 @@ def ratio(medians: dict[str, float], a: str, b: str) -> str:
     return f"{100 * medians[a] / medians[b]:.0f} %"
 
 
+def paired(runs: list[dict[str, Any]], a: str, b: str) -> str:
+    """Median and range of the per-round ratios a / b (the two ran back to back in each round)."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["scenario"]] = r["rps"]
+    ratios = sorted(100 * x[a] / x[b] for x in by_round.values() if a in x and b in x and x[b])
+    if not ratios:
+        return "–"
+    return f"{statistics.median(ratios):.0f} % ({ratios[0]:.0f}–{ratios[-1]:.0f})"
+
+
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     names = [s.name for s in SCENARIOS if any(r["scenario"] == s.name for r in runs)]
     medians = {n: statistics.median(r["rps"] for r in runs if r["scenario"] == n) for n in names}
@@ -268,8 +363,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| scenario | median req/s | runs (req/s) | req per gateway CPU-second (median) "
         "| p50 / p99 latency (median run) | gateway cores | load-side cores | other processes' cores "
-        "| load average (1/5/15 min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| context switches per request (voluntary / involuntary) | load average (1/5/15 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         mine = sorted((r for r in runs if r["scenario"] == n), key=lambda r: r["rps"])
@@ -279,18 +374,28 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {n} | {medians[n]:.0f} | {runs_text(mine)} | {per_cpu[n]:.0f} "
             f"| {mid['p50_ms']:.1f} / {mid['p99_ms']:.1f} ms | {mid['gateway_cores']} "
             f"| {mid['load_side_cores']} "
-            f"| {mid['other_cores']} | {mid['loadavg']} |" + (f" errors: {errors}" if errors else ""))
+            f"| {mid['other_cores']} | {mid['switches_per_req'][0]} / {mid['switches_per_req'][1]} "
+            f"| {mid['loadavg']} |" + (f" errors: {errors}" if errors else ""))
     pairs = [
-        ("2 workers on one core vs 1 worker (target >= 90 %)", "2w", "1w"),
+        ("2 workers on one core vs 1 worker, both with throughput scheduling (target >= 90 %)", "2w",
+         "1w-tp"),
+        ("2 workers vs 1 worker, each as shipped (cpu_scheduling: auto)", "2w", "1w"),
+        ("2 workers vs 1 worker, both with the kernel's default scheduling", "2w-kd", "1w"),
+        ("1 worker: throughput vs kernel default scheduling", "1w-tp", "1w"),
         ("limits + budget in Redis vs in process (target >= 75 %)", "limits-redis", "limits-mem"),
         ("limits + budget in process vs no limits", "limits-mem", "1w"),
         ("limits + budget in SQLite, 2 workers on one core vs in process, 1 worker", "limits-2w",
          "limits-mem"),
         ("2 workers vs 1 worker, 2 cores shared with wrk + nginx", "2w-free", "1w-free"),
         ("2 workers, 2 shared cores vs 1 worker pinned to one core", "2w-free", "1w"),
+        ("reference proxy: 2 workers on one core vs 1 worker, kernel default scheduling", "bare-2w",
+         "bare-1w"),
+        ("reference proxy: the same under throughput scheduling", "bare-2w-tp", "bare-1w-tp"),
     ]
-    lines += ["", "| comparison | req/s | req per gateway CPU-second |", "|---|---|---|"]
-    lines += [f"| {label} | {ratio(medians, a, b)} | {ratio(per_cpu, a, b)} |" for label, a, b in pairs]
+    lines += ["", "| comparison | req/s (of the medians) | req/s (median of the per-round ratios, range) "
+              "| req per gateway CPU-second |", "|---|---|---|---|"]
+    lines += [f"| {label} | {ratio(medians, a, b)} | {paired(runs, a, b)} | {ratio(per_cpu, a, b)} |"
+              for label, a, b in pairs if a in medians and b in medians]
     return "\n".join(lines)
 
 
@@ -306,8 +411,8 @@ def main() -> int:
             for s in chosen:
                 result = run_one(s, fx, args, tmp, f"{s.name}-r{r}")
                 runs.append(result)
-                print(f"round {r + 1} {s.name}: {result['rps']:.0f} req/s (load average {result['loadavg']})",
-                      flush=True)
+                print(f"round {r + 1} {s.name}: {result['rps']:.0f} req/s, context switches per request "
+                      f"{result['switches_per_req']} (load average {result['loadavg']})", flush=True)
     finally:
         fx.stop()
     print()

@@ -21,6 +21,7 @@ from modelplex.observability.requestlog import find as find_requestlog
 from modelplex.observability.requestlog_install import install as install_requestlog
 from modelplex.providers.registry import Registry, load_registry
 from modelplex.runtime import RuntimeHolder, build_runtime, config_checks
+from modelplex.server import sched
 from modelplex.server.http import ASGIApp
 from modelplex.services import Services
 from modelplex.supervisor import Supervisor
@@ -87,6 +88,8 @@ def run(
         "timeout_graceful_shutdown": int(server.drain_deadline_s + 0.999),
     }
     n = workers or server.workers
+    # Before any worker starts: they inherit it.
+    logging.getLogger("modelplex.serve").info("CPU scheduling: %s", sched.apply(server.cpu_scheduling, n))
     if n == 1:
         uvicorn.Server(uvicorn.Config(build_app(svc), **options)).run()  # type: ignore[arg-type]
         return

@@ -193,6 +193,9 @@ class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    # How the kernel shares cores between busy workers (modelplex/server/sched.py): "auto" asks for
+    # throughput scheduling when serving with several workers, "throughput" always, "default" never.
+    cpu_scheduling: Literal["auto", "throughput", "default"] = "auto"
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     admin_key: SecretStr | None = None
     # Secret for the HMAC under which gateway keys are stored. Must be the same on every replica.

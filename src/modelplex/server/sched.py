@@ -1,0 +1,66 @@
+"""How the kernel schedules the workers: the `server.cpu_scheduling` setting.
+
+Several workers that share cores lose a large share of their throughput to the way Linux shares a
+core between busy processes, not to their own work: the scheduler hands the core over every
+couple of milliseconds, and a worker woken by a single ready socket preempts the one that has a
+queue of them, so each worker runs in short slices that start with caches full of the other's
+data. On the 2-core machine of `benchmarks/scale/workers.py`, two workers of even a 40-line proxy
+on one core did 72–84 % of one worker's work that way.
+
+"throughput" asks for what a batch server wants: SCHED_BATCH (a waking worker no longer preempts a
+busy one; see sched(7)) and, on Linux 6.12 and later, a 20 ms slice (`sched_attr.sched_runtime`)
+instead of the default of about 3 ms. Latency-sensitive processes that share the machine keep
+preempting the workers as before; a worker waits at most one slice for a core its sibling holds,
+which only happens when workers outnumber idle cores. Both are allowed without privileges; where
+the call is refused or missing (other systems, seccomp), nothing changes and the reason is logged.
+Child processes inherit the policy, so the supervisor sets it once for every worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import sys
+from typing import Literal
+
+log = logging.getLogger("modelplex.sched")
+
+Mode = Literal["auto", "throughput", "default"]
+SLICE_NS = 20_000_000  # 20 ms: a few hundred requests of a worker's own work between hand-overs
+_SCHED_BATCH = 3
+_SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274}
+
+
+class _SchedAttr(ctypes.Structure):  # struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+    ]
+
+
+def resolve(mode: Mode, workers: int) -> bool:
+    """Whether `mode` asks for throughput scheduling when serving with `workers` processes."""
+    return mode == "throughput" or (mode == "auto" and workers > 1)
+
+
+def apply(mode: Mode, workers: int) -> str:
+    """Set this process's scheduling for `mode` (inherited by the workers it starts); what was done."""
+    if not resolve(mode, workers):
+        return "kernel default"
+    number = _SYS_SCHED_SETATTR.get(platform.machine())
+    if not sys.platform.startswith("linux") or number is None:
+        return f"kernel default (needs Linux on x86_64 or arm64, not {sys.platform} {platform.machine()})"
+    attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=_SCHED_BATCH,
+                      sched_nice=os.getpriority(os.PRIO_PROCESS, 0), sched_runtime=SLICE_NS)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, 0, ctypes.byref(attr), 0) != 0:
+        return f"kernel default (sched_setattr refused: {os.strerror(ctypes.get_errno())})"
+    return "throughput (SCHED_BATCH, 20 ms slice)"
