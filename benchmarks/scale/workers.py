@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,18 @@ def tree_switches(pid: int) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+def log_backlog(url: str) -> int | None:
+    """modelplex_requestlog_backlog_rows from /metrics (summed over the workers)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("modelplex_requestlog_backlog_rows")]
+    return int(sum(values)) if values else None
+
+
 def bare_cmd(port: int, workers: int) -> list[str]:
     return [PYTHON, "-m", "uvicorn", "bare:app", "--app-dir", str(BARE_DIR), "--host", "127.0.0.1",
             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
@@ -305,6 +318,7 @@ def run_one(s: Scenario, fx: Fixtures, args: argparse.Namespace, tmp: Path, run:
         busy = cpu_busy_jiffies() - busy_before
         gw_cpu = (tree_jiffies(gateway.pid) - gw_before) / HZ
         sw_after = tree_switches(gateway.pid)
+        backlog = None if s.bare or args.no_request_log else log_backlog(url)
         fx_cpu = (sum(tree_jiffies(p) for p in fx.pids) - fx_before) / HZ
         if not gateway.alive():
             raise SystemExit(f"{run}: gateway died:\n{gateway.log()[-3000:]}")
@@ -327,8 +341,16 @@ def run_one(s: Scenario, fx: Fixtures, args: argparse.Namespace, tmp: Path, run:
         "switches_per_req": [round((after - before) / max(result["ok"], 1), 3)
                              for before, after in zip(sw_before, sw_after, strict=True)],
         "round": int(run.rsplit("-r", 1)[1]),
+        # Request-log rows spooled but not yet stored when the run ended: a gateway that put its
+        # logging off would look faster than one that kept up.
+        "log_backlog_rows": backlog,
         "sample": result.get("sample", ""),
     }
+
+
+def backlog_text(runs: list[dict[str, Any]]) -> str:
+    values = [r["log_backlog_rows"] for r in runs if r.get("log_backlog_rows") is not None]
+    return str(max(values)) if values else "–"
 
 
 def runs_text(runs: list[dict[str, Any]]) -> str:
@@ -363,8 +385,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| scenario | median req/s | runs (req/s) | req per gateway CPU-second (median) "
         "| p50 / p99 latency (median run) | gateway cores | load-side cores | other processes' cores "
-        "| context switches per request (voluntary / involuntary) | load average (1/5/15 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| context switches per request (voluntary / involuntary) | request-log backlog at the end (rows, "
+        "max over runs) | load average (1/5/15 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         mine = sorted((r for r in runs if r["scenario"] == n), key=lambda r: r["rps"])
@@ -375,7 +398,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {mid['p50_ms']:.1f} / {mid['p99_ms']:.1f} ms | {mid['gateway_cores']} "
             f"| {mid['load_side_cores']} "
             f"| {mid['other_cores']} | {mid['switches_per_req'][0]} / {mid['switches_per_req'][1]} "
-            f"| {mid['loadavg']} |" + (f" errors: {errors}" if errors else ""))
+            f"| {backlog_text(mine)} | {mid['loadavg']} |" + (f" errors: {errors}" if errors else ""))
     pairs = [
         ("2 workers on one core vs 1 worker, both with throughput scheduling (target >= 90 %)", "2w",
          "1w-tp"),

@@ -13,11 +13,12 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import msgspec
 
-from modelplex.server import endpoints
+from modelplex.server import endpoints, sched
 from modelplex.server.anthropic import DIALECT as ANTHROPIC
 from modelplex.server.http import ASGIApp, Receive, Scope, Send, send_body
 from modelplex.server.openai import DIALECT as OPENAI
@@ -152,6 +153,9 @@ def _drain_on_sigterm(
 async def _lifespan(svc: Services, receive: Receive, send: Send) -> None:
     message = await receive()
     assert message["type"] == "lifespan.startup"
+    # asyncio.to_thread's threads keep the kernel's default scheduling (server/sched.py).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(thread_name_prefix="modelplex-thread", initializer=sched.helper_thread))
     try:
         for start in svc.startup:
             await start()

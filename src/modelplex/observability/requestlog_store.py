@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol, TypeVar
 import msgspec
 
 from modelplex.observability.requestlog_row import BOOL_COLUMNS, COLUMNS, JSON_COLUMNS, Feedback, Row
+from modelplex.server import sched
 from modelplex.storage.base import StoreUnavailable
 
 T = TypeVar("T")
@@ -131,7 +132,8 @@ class SqliteLogStore:
     def __init__(self, path: str, busy_timeout_s: float = 5.0) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplex-requestlog")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplex-requestlog",
+                                            initializer=sched.helper_thread)
         self._conn: sqlite3.Connection | None = None
         self._values = row_values(native_bool=False)
 

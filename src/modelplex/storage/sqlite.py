@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from modelplex.server import sched
 from modelplex.storage.base import (
     BudgetDecision,
     BudgetRule,
@@ -73,7 +74,8 @@ class SqliteDatabase:
     def __init__(self, path: str, busy_timeout_s: float) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplex-sqlite")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplex-sqlite",
+                                            initializer=sched.helper_thread)
         self._conn: Conn | None = None
         self._stores = 0
 
