@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,13 @@ SCHED_BATCH = 3
 
 
 def sched_of(pid: int) -> tuple[int, int | None]:
-    """(policy, slice in ns or None) of a process, from /proc/<pid>/sched."""
+    """(policy, slice in ns or None) of a process's main thread, from /proc/<pid>/sched."""
+    return sched_of_path(Path(f"/proc/{pid}/sched"))
+
+
+def sched_of_path(path: Path) -> tuple[int, int | None]:
     fields = {}
-    for line in Path(f"/proc/{pid}/sched").read_text().splitlines():
+    for line in path.read_text().splitlines():
         name, _, value = line.partition(":")
         fields[name.strip()] = value.strip()
     slice_ns = fields.get("se.slice")
@@ -60,6 +65,21 @@ def test_apply_sets_batch_and_the_slice_for_the_process_and_its_children() -> No
     assert sched_of(os.getpid())[0] == 0
 
 
+def test_helper_threads_go_back_to_the_default_scheduling() -> None:
+    # Under throughput scheduling a woken helper thread could not preempt a busy event loop; the
+    # request log would then fall behind under load.
+    code = ("import os; from concurrent.futures import ThreadPoolExecutor; "
+            "from modelplex.server.sched import apply, helper_thread; apply('throughput', 1); "
+            "pool = ThreadPoolExecutor(1, initializer=helper_thread); "
+            "print(os.sched_getscheduler(0), pool.submit(os.sched_getscheduler, 0).result())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(SCHED_BATCH), "0"]
+
+
+def thread_policies(pid: int) -> dict[int, int]:
+    return {int(t.name): sched_of_path(t / "sched")[0] for t in Path(f"/proc/{pid}/task").iterdir()}
+
+
 @pytest.mark.parametrize(("workers", "setting", "batch"), [
     (2, None, True),          # auto, several workers
     (1, None, False),         # auto, one worker: the kernel's default
@@ -80,6 +100,11 @@ def test_served_workers_get_the_configured_scheduling(
             assert policy == (SCHED_BATCH if batch else 0)
             if batch and custom_slices():
                 assert slice_ns == SLICE_NS
+            if batch:  # the request-log writer and SQLite threads: the kernel's default
+                deadline = time.monotonic() + 20  # a worker starts them as it starts up
+                while 0 not in thread_policies(pid).values():
+                    assert time.monotonic() < deadline, thread_policies(pid)
+                    time.sleep(0.1)
         assert ("CPU scheduling: throughput" in gw.log()) == batch
     finally:
         gw.stop()
