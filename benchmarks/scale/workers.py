@@ -17,6 +17,7 @@ counts only correct completions. CPU pinning with taskset: the gateway (all its 
     limits-redis  the same with the counters in Redis             (target: >= 75 % of limits-mem)
     limits-2w     the same, 2 workers on the gateway core: counters in the SQLite file the
                   workers of one machine share (what `counters: auto` picks for several workers)
+    limits-2w-kd  the same with `cpu_scheduling: default`
     1w-free       1 worker, nothing pinned
     2w-free       2 workers, nothing pinned: scale-out as far as 2 cores allow, wrk and nginx
                   sharing them
@@ -114,6 +115,7 @@ SCENARIOS = [
     Scenario("limits-mem", 1, True, "memory"),
     Scenario("limits-redis", 1, True, "redis"),
     Scenario("limits-2w", 2, True, "auto"),
+    Scenario("limits-2w-kd", 2, True, "auto", sched="default"),
     Scenario("1w-free", 1, False, None),
     Scenario("2w-free", 2, False, None),
     Scenario("bare-1w", 1, True, None, bare=True),
@@ -409,6 +411,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("limits + budget in process vs no limits", "limits-mem", "1w"),
         ("limits + budget in SQLite, 2 workers on one core vs in process, 1 worker", "limits-2w",
          "limits-mem"),
+        ("limits in SQLite, 2 workers: throughput vs kernel default scheduling", "limits-2w", "limits-2w-kd"),
         ("2 workers vs 1 worker, 2 cores shared with wrk + nginx", "2w-free", "1w-free"),
         ("2 workers, 2 shared cores vs 1 worker pinned to one core", "2w-free", "1w"),
         ("reference proxy: 2 workers on one core vs 1 worker, kernel default scheduling", "bare-2w",
