@@ -211,3 +211,29 @@ def test_fingerprint_normalises_numbers_and_whitespace() -> None:
 
     assert fingerprint("Summarise ticket 123\n\n  from 2024-01-02") == fingerprint("Summarise ticket 9 from 1999-12-31")
     assert fingerprint("Summarise ticket 1") != fingerprint("Translate ticket 1")
+
+
+@pytest.mark.parametrize("variable_limit", [None, 999, 46])
+async def test_sqlite_batch_goes_in_few_statements(tmp_path: Path, variable_limit: int | None) -> None:
+    # executemany runs one statement per row and releases the GIL around each: a writer thread next
+    # to a busy event loop then waited for the GIL once per row, and the log fell behind at saturation.
+    store = SqliteLogStore(str(tmp_path / "log.db"))
+    await store.open()
+    statements: list[str] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        if variable_limit:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+        conn.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+
+    await store._run(setup)
+    rows = [row(i) for i in range(1200)]
+    await store.insert(rows[:700])
+    await store.insert(rows[600:])  # 100 already stored: ignored, not an error
+    await store._run(lambda conn: conn.set_trace_callback(None))
+    per_statement = min(500, (variable_limit or 250_000) // 46)
+    expected = -(-700 // per_statement) + -(-600 // per_statement)
+    assert len(statements) == expected
+    count = await store._run(lambda conn: conn.execute("SELECT count(*), sum(cost_micro) FROM request_log").fetchone())
+    assert count == (1200, 1200 * 12)
+    await store.close()
