@@ -5,7 +5,8 @@ core between busy processes, not to their own work: the scheduler hands the core
 couple of milliseconds, and a worker woken by a single ready socket preempts the one that has a
 queue of them, so each worker runs in short slices that start with caches full of the other's
 data. On the 2-core machine of `benchmarks/scale/workers.py`, two workers of even a 40-line proxy
-on one core did 72–84 % of one worker's work that way.
+on one core did about 85 % of one worker's work that way (medians of two runs; single rounds as
+low as 63 %), and two modelplex workers 83 %; with throughput scheduling, 102 % and 99 %.
 
 "throughput" asks for what a batch server wants: SCHED_BATCH (a waking worker no longer preempts a
 busy one; see sched(7)) and, on Linux 6.12 and later, a 20 ms slice (`sched_attr.sched_runtime`)
