@@ -22,6 +22,7 @@ import msgspec
 from modelplex.observability.requestlog_row import BOOL_COLUMNS, COLUMNS, JSON_COLUMNS, Feedback, Row
 from modelplex.server import sched
 from modelplex.storage.base import StoreUnavailable
+from modelplex.storage.sqlite import enable_wal
 
 T = TypeVar("T")
 
@@ -177,7 +178,7 @@ class SqliteLogStore:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn, self._busy_timeout_s)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -135,7 +135,7 @@ class SqliteDatabase:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn, self._busy_timeout_s)
         # In WAL mode NORMAL loses at most the last transactions on power loss, never integrity.
         conn.execute("PRAGMA synchronous = NORMAL")
         try:
@@ -144,6 +144,21 @@ class SqliteDatabase:
             conn.close()
             raise
         self._conn = conn
+
+
+def enable_wal(conn: Conn, timeout_s: float) -> None:
+    """PRAGMA journal_mode = WAL, retried while another process holds the lock: when workers open a
+    new file at the same moment, SQLite can answer SQLITE_BUSY here without waiting out
+    busy_timeout (seen in CI: a worker failed to start)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _UNAVAILABLE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _transaction(conn: Conn, work: Callable[[Conn], T]) -> T:
